@@ -1,0 +1,292 @@
+"""The built-in checks of the diagnostics layer, each chosen by the InferenceData
+groups present, and the registry through which models add their own.
+
+A check is a function ``(idata, context) -> list[Check]`` that returns ``[]`` when
+the groups it reads are absent. ``context`` carries what is not in the
+InferenceData (the ``reference`` draws passed to ``diagnose``).
+"""
+
+import json
+import math
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._result import _arviz
+
+R_HAT_MAX = 1.01  # Vehtari et al. (2021)
+ESS_MIN = 400  # in total over chains, Vehtari et al. (2021)
+MCSE_RATIO_MAX = 0.05  # MCSE of the mean relative to the posterior sd; 0.05 is ESS 400
+LOO_K_MAX = 0.7
+REFERENCE_ALPHA = 0.01  # level of the energy-distance permutation test
+
+
+@dataclass(frozen=True)
+class Check:
+    """One diagnostic: ``status`` is ``"ok"``, ``"warn"`` or ``"fail"``."""
+
+    name: str
+    status: str
+    value: float
+    threshold: float
+    message: str
+
+
+CheckFn = Callable[..., Iterable[Check]]
+_MODEL_CHECKS: dict[str, list[CheckFn]] = {}
+
+
+def register_check(model_class: str | type, check: CheckFn) -> CheckFn:
+    """Run ``check(idata, context)`` on every InferenceData whose ``attrs["model_class"]``
+    names ``model_class`` (a class or its ``module.QualName``)."""
+    key = model_class if isinstance(model_class, str) else f"{model_class.__module__}.{model_class.__qualname__}"
+    _MODEL_CHECKS.setdefault(key, []).append(check)
+    return check
+
+
+def model_checks(model_class: str) -> list[CheckFn]:
+    return list(_MODEL_CHECKS.get(model_class, []))
+
+
+def _posterior_values(idata) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v.values, float) for k, v in idata.posterior.data_vars.items()}
+
+
+def _worst(dataset, pick) -> tuple[float, str]:
+    """The extreme value over every variable and component, and where it is."""
+    best, where = math.nan, ""
+    for name, values in dataset.data_vars.items():
+        array = np.asarray(values.values, float)
+        finite = array[np.isfinite(array)]
+        if finite.size == 0:
+            continue
+        candidate = pick(finite)
+        if math.isnan(best) or pick([best, candidate]) == candidate:
+            best, where = float(candidate), name
+    return best, where
+
+
+def _varying(idata):
+    """The posterior without constant components (ESS and R-hat are undefined there)."""
+    posterior = idata.posterior
+    keep = [name for name, v in posterior.data_vars.items() if float(v.std()) > 0]
+    return posterior[keep]
+
+
+def sampling_checks(idata, context) -> list[Check]:
+    if "posterior" not in idata.groups():
+        return []
+    az = _arviz()
+    posterior = _varying(idata)
+    if not posterior.data_vars:
+        return []
+    chains = posterior.sizes["chain"]
+    checks = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if chains >= 2:
+            value, where = _worst(az.rhat(posterior, method="rank"), max)
+            status = "ok" if value < R_HAT_MAX else "fail"
+            checks.append(Check("r_hat", status, value, R_HAT_MAX, f"max rank-normalised split R-hat ({where})"))
+        else:
+            checks.append(
+                Check(
+                    "r_hat",
+                    "ok",
+                    math.nan,
+                    R_HAT_MAX,
+                    "not applicable: one chain (independent draws have no between-chain variance)",
+                )
+            )
+        for method in ("bulk", "tail"):
+            value, where = _worst(az.ess(posterior, method=method), min)
+            status = "ok" if value >= ESS_MIN else "fail"
+            checks.append(Check(f"ess_{method}", status, value, ESS_MIN, f"min {method} ESS over chains ({where})"))
+        mcse = az.mcse(posterior, method="mean")
+        sd = posterior.std(dim=("chain", "draw"))
+        value, where = _worst(mcse / sd, max)
+        status = "ok" if value <= MCSE_RATIO_MAX else "warn"
+        checks.append(Check("mcse", status, value, MCSE_RATIO_MAX, f"max MCSE of the mean / posterior sd ({where})"))
+    return checks
+
+
+def divergence_check(idata, context) -> list[Check]:
+    if "sample_stats" not in idata.groups() or "diverging" not in idata.sample_stats:
+        return []
+    count = int(np.asarray(idata.sample_stats["diverging"]).sum())
+    total = int(np.asarray(idata.sample_stats["diverging"]).size)
+    message = f"{count} of {total} transitions diverged"
+    if count:
+        message += "; the sampler missed part of the posterior (reparameterise or raise target_accept)"
+    return [Check("divergences", "ok" if count == 0 else "fail", float(count), 0.0, message)]
+
+
+def khat_threshold(num_draws: int) -> float:
+    """min(1 - 1/log10(S), 0.7), Vehtari et al. (2024)."""
+    return min(1.0 - 1.0 / math.log10(num_draws), 0.7) if num_draws > 10 else 0.0
+
+
+def importance_ratios(idata) -> np.ndarray | None:
+    stats = idata.sample_stats if "sample_stats" in idata.groups() else None
+    if stats is None or "log_p" not in stats or "log_q" not in stats:
+        return None
+    return (np.asarray(stats["log_p"]) - np.asarray(stats["log_q"])).ravel()
+
+
+def pareto_khat_check(idata, context) -> list[Check]:
+    log_ratio = importance_ratios(idata)
+    if log_ratio is None:
+        return []
+    az = _arviz()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, khat = az.psislw(log_ratio - np.max(log_ratio))
+    khat, threshold = float(khat), khat_threshold(log_ratio.size)
+    ok = khat <= threshold
+    message = "Pareto k-hat of log p - log q: " + (
+        "the approximation is close enough for importance sampling to correct it"
+        if ok
+        else "the approximation is unreliable here (tails or shape are off)"
+    )
+    return [Check("pareto_khat", "ok" if ok else "fail", khat, threshold, message)]
+
+
+def plateaued(values: np.ndarray, fraction: float = 0.1) -> tuple[bool, float]:
+    """Has a noisy objective stopped moving? Compares the mean of its last
+    ``fraction`` with the one before, in standard errors (returned as the z-score)."""
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    window = max(int(len(values) * fraction), 2)
+    if len(values) < 2 * window:
+        return False, math.inf
+    last, before = values[-window:], values[-2 * window : -window]
+    stderr = math.sqrt((np.var(last) + np.var(before)) / window)
+    change = abs(last.mean() - before.mean())
+    z = change / stderr if stderr > 0 else (0.0 if change <= 1e-9 * (1 + abs(last.mean())) else math.inf)
+    return z <= 3.0, float(z)
+
+
+def objective_check(idata, context) -> list[Check]:
+    if "fit_trace" not in idata.groups():
+        return []
+    trace = idata.fit_trace
+    converged = bool(int(trace.attrs.get("converged", 1)))
+    checks = []
+    for name in ("elbo", "loss"):
+        if name not in trace:
+            continue
+        values = np.asarray(trace[name].values, float)
+        rows = values.reshape(-1, values.shape[-1])  # NaN pads chains that stopped early
+        last = np.mean([row[np.isfinite(row)][-1] for row in rows if np.isfinite(row).any()])
+        flat, z = plateaued(values.reshape(-1, values.shape[-1]).mean(0))
+        status = "ok" if converged else "warn"
+        message = f"{name}: the routine reports {'convergence' if converged else 'no convergence'}"
+        if name == "elbo":
+            status = "ok" if flat else "warn"
+            message = f"elbo: change over the last tenth is {z:.2f} standard errors (plateau below 3)"
+        threshold = 3.0 if name == "elbo" else math.nan
+        checks.append(Check("objective_trace", status, float(last), threshold, message))
+    return checks
+
+
+def loo_check(idata, context) -> list[Check]:
+    if "log_likelihood" not in idata.groups() or "posterior" not in idata.groups():
+        return []
+    az = _arviz()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loo = az.loo(idata, pointwise=True)
+    k = np.asarray(loo.pareto_k)
+    bad = int(np.sum(k > LOO_K_MAX))
+    status = "ok" if bad == 0 else "warn"
+    message = f"PSIS-LOO elpd {loo.elpd_loo:.2f} (se {loo.se:.2f}); {bad} of {k.size} points with k > {LOO_K_MAX}"
+    return [Check("loo", status, float(loo.elpd_loo), LOO_K_MAX, message)]
+
+
+def reference_check(idata, context) -> list[Check]:
+    reference = context.get("reference")
+    if reference is None or "posterior" not in idata.groups():
+        return []
+    ours = _posterior_values(idata)
+    theirs = _reference_draws(reference, ours)
+    x = np.concatenate([ours[k].reshape(-1, int(np.prod(ours[k].shape[2:], dtype=int))) for k in theirs], 1)
+    y = np.concatenate([theirs[k].reshape(len(theirs[k]), -1) for k in theirs], 1)
+    distance, critical = energy_distance_test(x, y, rng=np.random.default_rng(0))
+    status = "ok" if distance <= critical else "fail"
+    message = (
+        f"energy distance to the reference draws over {sorted(theirs)}; "
+        f"threshold is the permutation test's {1 - REFERENCE_ALPHA:.0%} quantile"
+    )
+    return [Check("reference", status, distance, critical, message)]
+
+
+def _reference_draws(reference, ours: dict) -> dict[str, np.ndarray]:
+    if hasattr(reference, "draws") and isinstance(reference.draws, dict):
+        reference = {k: np.asarray(v).reshape((-1,) + np.shape(v)[2:]) for k, v in reference.draws.items()}
+    elif not isinstance(reference, dict):
+        if len(ours) != 1:
+            raise ValueError(
+                "reference must be a dict of draws keyed by site name when the posterior has "
+                f"several variables ({sorted(ours)}); got an array"
+            )
+        reference = {next(iter(ours)): np.asarray(reference)}
+    common = {k: np.asarray(v, float) for k, v in reference.items() if k in ours}
+    if not common:
+        raise ValueError(f"reference names none of the posterior's variables {sorted(ours)}; got {sorted(reference)}")
+    for name, values in common.items():
+        if values.shape[1:] != ours[name].shape[2:]:
+            raise ValueError(f"reference[{name!r}] must have shape (n, *{ours[name].shape[2:]}), got {values.shape}")
+    return common
+
+
+def energy_distance_test(x, y, *, rng, max_points: int = 1000, num_permutations: int = 200):
+    """Energy distance (Székely & Rizzo 2013) between samples ``x`` (n, d) and ``y`` (m, d)
+    after standardising by ``y``'s scale, and the (1 - alpha) quantile of its
+    permutation distribution under "same distribution"."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    x = x[rng.choice(len(x), min(len(x), max_points), replace=False)]
+    y = y[rng.choice(len(y), min(len(y), max_points), replace=False)]
+    scale = np.where(y.std(0) > 0, y.std(0), 1.0)
+    pooled = np.concatenate([x, y]) / scale
+    distances = np.sqrt(((pooled[:, None, :] - pooled[None, :, :]) ** 2).sum(-1))
+    n = len(x)
+
+    def statistic(index):
+        a, b = index[:n], index[n:]
+        return 2 * distances[np.ix_(a, b)].mean() - distances[np.ix_(a, a)].mean() - distances[np.ix_(b, b)].mean()
+
+    observed = statistic(np.arange(len(pooled)))
+    null = [statistic(rng.permutation(len(pooled))) for _ in range(num_permutations)]
+    return float(observed), float(np.quantile(null, 1 - REFERENCE_ALPHA))
+
+
+def registered_checks(idata, context) -> list[Check]:
+    attrs = _attrs(idata)
+    checks = []
+    for check in model_checks(str(attrs.get("model_class", ""))):
+        checks.extend(check(idata, context))
+    return checks
+
+
+def _attrs(idata) -> dict:
+    for name in idata.groups():
+        if "method" in idata[name].attrs:
+            return dict(idata[name].attrs)
+    return dict(idata.attrs)
+
+
+def info_of(idata) -> dict:
+    return json.loads(_attrs(idata).get("info", "{}"))
+
+
+BUILTIN_CHECKS: tuple[CheckFn, ...] = (
+    sampling_checks,
+    divergence_check,
+    pareto_khat_check,
+    objective_check,
+    loo_check,
+    reference_check,
+    registered_checks,
+)

@@ -1,0 +1,48 @@
+"""Numerical building blocks shared by every routine."""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class CholeskyResult(NamedTuple):
+    factor: jax.Array  # lower-triangular L with L L^T = matrix + jitter * I (NaN if it failed)
+    jitter: jax.Array  # the jitter added to the diagonal; 0.0 when none was needed
+
+
+def robust_cholesky(matrix, *, max_tries: int = 8, relative_jitter: float = 1e-10) -> CholeskyResult:
+    """Cholesky factor of a symmetric matrix, adding diagonal jitter only if needed.
+
+    Tries ``jitter = 0`` first, then ``relative_jitter * mean(|diag|) * 10**k`` for
+    ``k = 0 .. max_tries - 1``. The jitter used is returned so callers record it; a
+    factor of NaN means the matrix stayed indefinite at the largest jitter, and it is
+    the caller's job to raise. Works under ``jit`` and ``vmap``.
+    """
+    matrix = jnp.asarray(matrix)
+    n = matrix.shape[-1]
+    scale = jnp.maximum(jnp.mean(jnp.abs(jnp.diag(matrix))), jnp.finfo(matrix.dtype).tiny)
+
+    def attempt(k):
+        jitter = jnp.where(k == 0, 0.0, relative_jitter * scale * 10.0 ** (k - 1))
+        factor = jnp.linalg.cholesky(matrix + jitter * jnp.eye(n, dtype=matrix.dtype))
+        return factor, jitter
+
+    def failed(carry):
+        k, factor, _ = carry
+        return jnp.logical_and(k <= max_tries, jnp.any(jnp.isnan(factor)))
+
+    def retry(carry):
+        k, _, _ = carry
+        factor, jitter = attempt(k)
+        return k + 1, factor, jitter
+
+    factor, jitter = attempt(0)
+    _, factor, jitter = jax.lax.while_loop(failed, retry, (1, factor, jitter))
+    return CholeskyResult(factor, jitter)
+
+
+def log_normalize(log_weights, axis: int = -1):
+    """Normalise log weights along ``axis``: returns (log_weights - logZ, logZ)."""
+    log_z = jax.scipy.special.logsumexp(log_weights, axis=axis, keepdims=True)
+    return log_weights - log_z, jnp.squeeze(log_z, axis)

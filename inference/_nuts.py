@@ -1,0 +1,90 @@
+"""NUTS, delegated to NumPyro's ``MCMC``: it already runs the loop well."""
+
+import jax
+import numpy as np
+from numpyro.infer import MCMC, NUTS
+
+from ._keys import as_key
+from ._program import bind, merge_chains, posterior_groups, require_numpyro
+from ._result import Result
+from ._validation import check_choice, check_positive_int, check_probability
+
+_STATS = {
+    "diverging": "diverging",
+    "accept_prob": "acceptance_rate",
+    "num_steps": "n_steps",
+    "potential_energy": "lp",
+    "energy": "energy",
+    "adapt_state.step_size": "step_size",
+}
+
+
+def nuts(
+    model,
+    *args,
+    num_warmup: int = 500,
+    num_samples: int = 1000,
+    num_chains: int = 4,
+    rng_key=0,
+    target_accept: float = 0.8,
+    dense_mass: bool = False,
+    max_tree_depth: int = 10,
+    chain_method: str = "sequential",
+    backend=None,
+    progress: bool = True,
+    **kwargs,
+) -> Result:
+    """The No-U-Turn Sampler (Hoffman & Gelman 2014) through NumPyro's ``MCMC``.
+
+    Step size and (diagonal or ``dense_mass``) mass matrix are adapted during
+    ``num_warmup`` (Stan's windowed scheme). ``chain_method`` is NumPyro's:
+    ``"sequential"``, ``"parallel"`` (one device per chain) or ``"vectorized"``.
+
+    Returns a Result with ``draws`` ``(num_chains, num_samples, ...)`` of every latent
+    and deterministic site, ``log_likelihood``, and ``sample_stats`` in ArviZ's names
+    (``diverging``, ``acceptance_rate``, ``n_steps``, ``lp``, ``energy``,
+    ``step_size``); ``info`` has ``num_divergences``. ``converged`` is False when a
+    transition diverged.
+    """
+    require_numpyro(model, backend, "nuts")
+    num_warmup = check_positive_int("num_warmup", num_warmup, allow_zero=True)
+    num_samples = check_positive_int("num_samples", num_samples)
+    num_chains = check_positive_int("num_chains", num_chains)
+    max_tree_depth = check_positive_int("max_tree_depth", max_tree_depth)
+    target_accept = check_probability("target_accept", target_accept)
+    chain_method = check_choice("chain_method", chain_method, ("sequential", "parallel", "vectorized"))
+    init_key, run_key = jax.random.split(as_key(rng_key))
+    program = bind(model, args, kwargs, rng_key=init_key, routine="nuts")
+
+    kernel = NUTS(model, target_accept_prob=target_accept, dense_mass=dense_mass, max_tree_depth=max_tree_depth)
+    mcmc = MCMC(
+        kernel,
+        num_warmup=num_warmup,
+        num_samples=num_samples,
+        num_chains=num_chains,
+        chain_method=chain_method,
+        progress_bar=progress,
+    )
+    mcmc.run(run_key, *args, extra_fields=tuple(_STATS), **kwargs)
+
+    grouped = mcmc.get_samples(group_by_chain=True)
+    names = list(program.latent_shapes) + list(program.deterministic_names)
+    flat = merge_chains({k: grouped[k] for k in names})
+    extra = mcmc.get_extra_fields(group_by_chain=True)
+    stats = {ours: np.asarray(extra[theirs]) for theirs, ours in _STATS.items()}
+    stats["lp"] = -stats["lp"]
+    divergences = int(stats["diverging"].sum())
+    return Result(
+        method="nuts",
+        model=model,
+        converged=divergences == 0,
+        info={
+            "num_divergences": divergences,
+            "num_warmup": num_warmup,
+            "num_chains": num_chains,
+            "mean_acceptance_rate": float(stats["acceptance_rate"].mean()),
+            "latent_sites": list(program.latent_shapes),
+        },
+        sample_stats=stats,
+        **posterior_groups(program, flat, num_chains=num_chains),
+    )

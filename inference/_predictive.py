@@ -1,0 +1,51 @@
+"""Posterior and prior predictive draws of a program's observed sites."""
+
+import numpy as np
+from numpyro.infer import Predictive
+
+from ._keys import as_key
+from ._program import detect_backend, merge_chains, split_chains
+from ._result import Result
+
+
+def predictive(res: Result, *args, num_samples=None, rng_key=0, **kwargs) -> dict[str, np.ndarray]:
+    """Posterior predictive draws of the observed sites of ``res.model(*args, **kwargs)``.
+
+    One predictive draw per posterior draw, ``(chain, draw, *shape)``; with
+    ``num_samples`` the posterior draws are thinned (evenly, per chain) to that many
+    per chain. Pass the model's arguments for the new inputs and leave the
+    observations out (``y=None``) to predict.
+    """
+    if not isinstance(res, Result):
+        raise TypeError(f"res must be a Result, got {type(res).__name__}")
+    if res.model is None or not callable(res.model):
+        raise ValueError("predictive needs res.model, the program that was fitted; this Result has none")
+    if not res.draws:
+        raise ValueError(f"predictive needs posterior draws; this {res.method!r} Result has none")
+    if detect_backend(res.model, None) != "numpyro":
+        raise NotImplementedError("predictive does not take Pyro programs yet")
+    latents = {k: v for k, v in res.draws.items() if k in res.info.get("latent_sites", res.draws)}
+    num_chains, num_draws = np.shape(next(iter(latents.values())))[:2]
+    if num_samples is not None:
+        if not isinstance(num_samples, int) or not 1 <= num_samples <= num_draws:
+            raise ValueError(f"num_samples must be an int in [1, {num_draws}], got {num_samples!r}")
+        keep = np.linspace(0, num_draws - 1, num_samples).round().astype(int)
+        latents = {k: v[:, keep] for k, v in latents.items()}
+    observed = list(res.observed_data)
+    if not observed:
+        raise ValueError("predictive needs a Result that records which sites were observed")
+    draws = Predictive(res.model, posterior_samples=merge_chains(latents), return_sites=observed)(
+        as_key(rng_key), *args, **kwargs
+    )
+    return split_chains({k: draws[k] for k in observed}, num_chains)
+
+
+def prior_predictive(model, *args, num_samples: int = 1000, rng_key=0, **kwargs) -> dict[str, np.ndarray]:
+    """Draws of every sample site of ``model(*args, **kwargs)`` from the prior,
+    ``(1, num_samples, *shape)``. Pass the observed sites as ``None`` to draw them."""
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    if detect_backend(model, None) != "numpyro":
+        raise NotImplementedError("prior_predictive does not take Pyro programs yet")
+    draws = Predictive(model, num_samples=num_samples)(as_key(rng_key), *args, **kwargs)
+    return split_chains(draws, 1)

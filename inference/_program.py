@@ -1,0 +1,186 @@
+"""A NumPyro program bound to its arguments, seen through its unconstrained space.
+
+Every generic routine (MAP, Laplace, SVI, NUTS) starts here: the program is traced
+once, its latent, observed and deterministic sites are read off the trace and
+checked, and it is given a flat unconstrained parameterisation (``ravel_pytree``
+over NumPyro's own bijections) with the densities the routines need.
+"""
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from numpyro import handlers
+from numpyro.infer.util import constrain_fn, initialize_model, log_density, log_likelihood
+
+from ._validation import check_choice
+
+BACKENDS = ("numpyro", "pyro")
+
+
+def detect_backend(model, backend: str | None) -> str:
+    """Which PPL ``model`` is written in. Pyro programs are torch modules or call
+    ``pyro.sample``; everything else is taken to be NumPyro."""
+    if backend is not None:
+        return check_choice("backend", backend, BACKENDS)
+    module = type(model).__module__ or ""
+    if module.startswith(("pyro", "torch")) or _is_torch_module(model):
+        return "pyro"
+    return "numpyro"
+
+
+def _is_torch_module(model) -> bool:
+    torch = sys.modules.get("torch")  # never import torch just to ask
+    return torch is not None and isinstance(model, torch.nn.Module)
+
+
+def require_numpyro(model, backend: str | None, routine: str) -> None:
+    if detect_backend(model, backend) == "pyro":
+        raise NotImplementedError(
+            f"{routine} does not take Pyro programs yet; write the model with numpyro.sample or pass a NumPyro program"
+        )
+
+
+@dataclass(frozen=True)
+class Program:
+    """A NumPyro program bound to ``args``/``kwargs``.
+
+    Positions are flat unconstrained vectors; ``potential(z)`` is the negative log
+    joint density in that space, Jacobian included, and ``neg_log_joint(z)`` the same
+    without the Jacobian (whose minimum is the MAP of the constrained density).
+    """
+
+    model: Callable
+    args: tuple
+    kwargs: dict
+    latent_shapes: dict[str, tuple[int, ...]]
+    deterministic_names: tuple[str, ...]
+    observed: dict[str, np.ndarray]
+    init_position: jax.Array
+    unravel: Callable[[jax.Array], dict]
+    _potential_fn: Callable
+    _postprocess_fn: Callable
+
+    @property
+    def dim(self) -> int:
+        return int(self.init_position.size)
+
+    def potential(self, position):
+        return self._potential_fn(self.unravel(position))
+
+    def neg_log_joint(self, position):
+        constrained = constrain_fn(self.model, self.args, self.kwargs, self.unravel(position))
+        return -log_density(self.model, self.args, self.kwargs, constrained)[0]
+
+    def constrain(self, position) -> dict:
+        """Constrained latent and deterministic sites at an unconstrained position."""
+        return self._postprocess_fn(self.unravel(position))
+
+    def constrain_batch(self, positions) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v) for k, v in jax.vmap(self.constrain)(positions).items()}
+
+    def latents(self, draws: dict) -> dict:
+        return {name: draws[name] for name in self.latent_shapes}
+
+    def log_likelihood(self, flat_draws: dict) -> dict[str, np.ndarray]:
+        """Pointwise log-likelihood of every observed site, one row per draw."""
+        values = log_likelihood(self.model, self.latents(flat_draws), *self.args, batch_ndims=1, **self.kwargs)
+        return {k: np.asarray(v) for k, v in values.items() if k in self.observed}
+
+
+def bind(model, args: tuple, kwargs: dict, *, rng_key, routine: str) -> Program:
+    """Trace ``model(*args, **kwargs)`` and check it can go through ``routine``."""
+    if not callable(model):
+        raise TypeError(f"model must be a callable NumPyro program, got {type(model).__name__}")
+    trace = _trace(model, args, kwargs, rng_key)
+    latent, observed, deterministic = {}, {}, []
+    for name, site in trace.items():
+        if site["type"] == "deterministic":
+            deterministic.append(name)
+        elif site["type"] != "sample":
+            continue
+        elif site["is_observed"]:
+            observed[name] = _finite_observation(name, site["value"])
+        else:
+            latent[name] = site
+    if not latent:
+        raise ValueError(f"{routine} needs a model with latent sample sites; this one has none")
+    discrete = [name for name, site in latent.items() if site["fn"].support.is_discrete]
+    if discrete:
+        raise ValueError(
+            f"{routine} handles continuous latent sites only; {discrete} are discrete. "
+            "Marginalise them out in the model (e.g. with a mixture distribution)"
+        )
+    try:
+        info = initialize_model(rng_key, model, model_args=args, model_kwargs=kwargs)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"the model's log density is not finite anywhere {routine} looked "
+            f"({_nonfinite_sites(trace)}); check the arguments for NaN or inf "
+            "and that observations lie in their distributions' support"
+        ) from exc
+    init_position, unravel = ravel_pytree(info.param_info.z)
+    return Program(
+        model=model,
+        args=tuple(args),
+        kwargs=dict(kwargs),
+        latent_shapes={name: tuple(np.shape(site["value"])) for name, site in latent.items()},
+        deterministic_names=tuple(deterministic),
+        observed=observed,
+        init_position=init_position,
+        unravel=unravel,
+        _potential_fn=info.potential_fn,
+        _postprocess_fn=info.postprocess_fn,
+    )
+
+
+def _trace(model, args, kwargs, rng_key):
+    try:
+        return handlers.trace(handlers.seed(model, rng_key)).get_trace(*args, **kwargs)
+    except Exception as exc:
+        raise ValueError(f"the model raised {type(exc).__name__} when run with the given arguments: {exc}") from exc
+
+
+def _finite_observation(name, value) -> np.ndarray:
+    array = np.asarray(value)
+    if np.issubdtype(array.dtype, np.number) and not np.all(np.isfinite(array)):
+        count = int(np.sum(~np.isfinite(array)))
+        raise ValueError(
+            f"observed site {name!r} contains {count} non-finite value(s) (NaN or inf); "
+            "drop or impute them before fitting"
+        )
+    return array
+
+
+def _nonfinite_sites(trace) -> str:
+    bad = []
+    for name, site in trace.items():
+        if site["type"] == "sample":
+            log_prob = jnp.sum(site["fn"].log_prob(site["value"]))
+            if not jnp.isfinite(log_prob):
+                bad.append(name)
+    return f"sites with non-finite log density: {bad}" if bad else "no single site to blame"
+
+
+def split_chains(flat: dict, num_chains: int) -> dict[str, np.ndarray]:
+    """(chain * draw, ...) arrays to (chain, draw, ...)."""
+    return {k: np.asarray(v).reshape((num_chains, -1) + np.shape(v)[1:]) for k, v in flat.items()}
+
+
+def merge_chains(draws: dict) -> dict[str, np.ndarray]:
+    """(chain, draw, ...) arrays to (chain * draw, ...)."""
+    return {k: np.asarray(v).reshape((-1,) + np.shape(v)[2:]) for k, v in draws.items()}
+
+
+def posterior_groups(program: Program, flat_draws: dict, num_chains: int) -> dict:
+    """``draws``, ``log_likelihood`` and ``observed_data`` for a Result, from
+    ``(chain * draw, ...)`` constrained draws of the latent and deterministic sites."""
+    return {
+        "draws": split_chains(flat_draws, num_chains),
+        "log_likelihood": split_chains(program.log_likelihood(flat_draws), num_chains),
+        "observed_data": dict(program.observed),
+    }

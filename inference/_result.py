@@ -1,0 +1,218 @@
+"""The one result type every pair returns, and its ArviZ / netCDF views.
+
+ArviZ is touched here and in the diagnostics layer only, so moving to another
+ArviZ major version changes two files.
+"""
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+_DRAW_GROUPS = ("sample_stats", "log_likelihood", "posterior_predictive")
+_EXTRA_GROUPS = ("fit_trace", "marginals", "params")
+
+
+def _arviz():
+    # ArviZ prints a FutureWarning about its refactor on import; it is not ours to show.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import arviz
+
+    return arviz
+
+
+@dataclass(frozen=True, repr=False)
+class Result:
+    """What every inference routine returns. Arrays are NumPy arrays only.
+
+    Attributes
+    ----------
+    method : str
+        The routine that produced it (``"laplace"``, ``"svi"``, ``"nuts"``, ...).
+    model : object
+        The fitted model or the program that was fitted; ``None`` after ``load``
+        unless the model can be rebuilt.
+    params : dict[str, ndarray]
+        Point estimate (MAP, mode, EM fit) in the constrained space; ``{}`` if none.
+    draws : dict[str, ndarray]
+        ``(chain, draw, *shape)`` draws of every latent and deterministic site.
+    marginals : dict[str, ndarray]
+        Marginal tables (belief propagation, exact inference).
+    trace : dict[str, ndarray]
+        Per-iteration objective, ``(iteration,)`` or ``(chain, iteration)``.
+    converged : bool
+        Whether the returned answer converged.
+    info : dict
+        JSON-serialisable details documented by each routine.
+    sample_stats, log_likelihood, posterior_predictive : dict[str, ndarray]
+        ``(chain, draw, ...)`` arrays for the matching InferenceData groups;
+        ``sample_stats["log_p"]`` and ``["log_q"]`` carry importance ratios for
+        approximations with a tractable density.
+    observed_data : dict[str, ndarray]
+        The observations the model was conditioned on.
+    """
+
+    method: str
+    model: Any = None
+    params: dict = field(default_factory=dict)
+    draws: dict = field(default_factory=dict)
+    marginals: dict = field(default_factory=dict)
+    trace: dict = field(default_factory=dict)
+    converged: bool = True
+    info: dict = field(default_factory=dict)
+    sample_stats: dict = field(default_factory=dict)
+    log_likelihood: dict = field(default_factory=dict)
+    observed_data: dict = field(default_factory=dict)
+    posterior_predictive: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        def shapes(group):
+            return "{" + ", ".join(f"{k}: {np.shape(v)}" for k, v in group.items()) + "}"
+
+        parts = [f"method={self.method!r}", f"converged={self.converged}"]
+        for name in ("params", "draws", "marginals", "trace"):
+            if getattr(self, name):
+                parts.append(f"{name}={shapes(getattr(self, name))}")
+        return f"Result({', '.join(parts)})"
+
+    @property
+    def num_chains(self) -> int:
+        return int(np.shape(next(iter(self.draws.values())))[0]) if self.draws else 0
+
+    def to_inference_data(self):
+        """An ``arviz.InferenceData`` with every group this result has.
+
+        The standard groups (posterior, sample_stats, log_likelihood, observed_data,
+        posterior_predictive) come from ArviZ; ``fit_trace``, ``marginals`` and
+        ``params`` are added where present. ``attrs`` name the method and the model
+        class, which is how registered diagnostics find their results.
+        """
+        az = _arviz()
+        attrs = {
+            "method": self.method,
+            "model_class": _class_name(self.model),
+            "converged": int(bool(self.converged)),
+            "info": json.dumps(_jsonable(self.info)),
+        }
+        groups = {
+            name: {k: np.asarray(v) for k, v in getattr(self, name).items()}
+            for name in ("draws", "observed_data", *_DRAW_GROUPS)
+        }
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            idata = az.from_dict(
+                posterior=groups.pop("draws") or None,
+                **{k: v or None for k, v in groups.items()},
+                attrs=attrs,
+            )
+            extra = {
+                "fit_trace": _trace_dataset(self.trace),
+                "marginals": _plain_dataset(self.marginals, "state"),
+                "params": _plain_dataset(self.params, "dim"),
+            }
+            extra = {name: ds.assign_attrs(attrs) for name, ds in extra.items() if ds.data_vars}
+            if extra:
+                idata.add_groups(extra)
+        if not idata.groups():
+            idata.attrs.update(attrs)
+        return idata
+
+    def summary(self) -> pd.DataFrame:
+        """ArviZ's summary of the draws, or a table of the point estimate if there are none."""
+        if self.draws:
+            with warnings.catch_warnings():
+                # one chain of iid draws: ArviZ warns that R-hat needs two
+                warnings.simplefilter("ignore", UserWarning)
+                return _arviz().summary(self.to_inference_data(), group="posterior")
+        rows = {}
+        for name, value in self.params.items():
+            value = np.asarray(value)
+            if value.ndim == 0:
+                rows[name] = float(value)
+            for index in np.ndindex(value.shape if value.ndim else ()):
+                if value.ndim:
+                    rows[f"{name}[{', '.join(map(str, index))}]"] = float(value[index])
+        return pd.DataFrame({"estimate": pd.Series(rows, dtype=float)})
+
+    def save(self, path) -> Path:
+        """Write to netCDF (h5netcdf engine). No pickle: only arrays and JSON."""
+        path = Path(path)
+        self.to_inference_data().to_netcdf(str(path), engine="h5netcdf")
+        return path
+
+    @classmethod
+    def load(cls, path) -> "Result":
+        """Read a result written by :meth:`save`. ``model`` is ``None``."""
+        az = _arviz()
+        idata = az.from_netcdf(str(path), engine="h5netcdf")
+        attrs = _first_attrs(idata)
+
+        def group(name):
+            if name not in idata.groups():
+                return {}
+            return {k: np.asarray(v.values) for k, v in idata[name].data_vars.items()}
+
+        return cls(
+            method=str(attrs["method"]),
+            model=None,
+            params=group("params"),
+            draws=group("posterior"),
+            marginals=group("marginals"),
+            trace=group("fit_trace"),
+            converged=bool(int(attrs["converged"])),
+            info=json.loads(attrs["info"]),
+            observed_data=group("observed_data"),
+            **{name: group(name) for name in _DRAW_GROUPS},
+        )
+
+
+def _first_attrs(idata) -> dict:
+    for name in idata.groups():
+        attrs = idata[name].attrs
+        if "method" in attrs:
+            return attrs
+    return dict(idata.attrs)
+
+
+def _class_name(model) -> str:
+    if model is None:
+        return ""
+    kind = model if isinstance(model, type) else type(model)
+    if kind.__name__ == "function":
+        return f"function {getattr(model, '__qualname__', '')}"
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _trace_dataset(trace: dict) -> xr.Dataset:
+    data = {}
+    for name, values in trace.items():
+        values = np.asarray(values)
+        dims = ("chain", f"{name}_iteration") if values.ndim == 2 else (f"{name}_iteration",)
+        data[name] = (dims, values)
+    return xr.Dataset(data)
+
+
+def _plain_dataset(values: dict, axis: str) -> xr.Dataset:
+    return xr.Dataset(
+        {name: ([f"{name}_{axis}_{i}" for i in range(np.ndim(v))], np.asarray(v)) for name, v in values.items()}
+    )
+
+
+def _jsonable(value):
+    """Info dicts hold JSON values; NumPy and JAX scalars/arrays are converted."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, str | bool | int | float) or value is None:
+        return value
+    array = np.asarray(value)
+    if array.dtype.kind in "biuf":
+        return array.tolist()
+    raise TypeError(f"info values must be JSON-serialisable, got {type(value).__name__}")

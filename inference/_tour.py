@@ -1,0 +1,108 @@
+"""The tour: every pair on embedded data, each written as a diagnostic report.
+
+``python -m bayeskit.inference tour`` (what ``make demo`` runs) writes
+``reports/<pair>.html`` and ``reports/index.html``. Each entry of ``TOUR`` is a
+pair name, a one-line description, and a function of ``quick`` (smaller settings
+for CI) returning the Result to diagnose.
+"""
+
+import html
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+from bayeskit.models import data, examples
+
+from ._diagnostics import diagnose
+from ._laplace import laplace
+from ._nuts import nuts
+from ._svi import svi
+
+
+class Stop(NamedTuple):
+    pair: str
+    description: str
+    run: Callable[[bool], object]
+
+
+def _eight_schools(routine):
+    def run(quick):
+        d = data.load("eight_schools")
+        sigma, y = d["sigma"].astype(float), d["y"].astype(float)
+        return routine(examples.eight_schools_noncentered, sigma, y=y, quick=quick)
+
+    return run
+
+
+def _kidiq(routine):
+    def run(quick):
+        d = data.load("kidiq")
+        return routine(
+            examples.kidiq_regression,
+            d["mom_iq"].astype(float),
+            d["mom_hs"].astype(float),
+            kid_score=d["kid_score"].astype(float),
+            quick=quick,
+        )
+
+    return run
+
+
+def _laplace(model, *args, quick, **kwargs):
+    return laplace(model, *args, num_samples=1000, progress=False, **kwargs)
+
+
+def _svi(model, *args, quick, **kwargs):
+    return svi(model, *args, guide="mvn", num_steps=2000 if quick else 10000, progress=False, **kwargs)
+
+
+def _nuts(model, *args, quick, **kwargs):
+    size = 500 if quick else 1000
+    return nuts(model, *args, num_warmup=size, num_samples=size, num_chains=4, progress=False, **kwargs)
+
+
+TOUR: list[Stop] = [
+    Stop(f"{dataset}_{name}", f"{label} on {title}", runner(routine))
+    for dataset, title, runner in (
+        ("eight_schools", "eight schools (non-centred)", _eight_schools),
+        ("kidiq", "the kidiq regression (434 children)", _kidiq),
+    )
+    for name, label, routine in (
+        ("laplace", "Laplace approximation", _laplace),
+        ("svi", "SVI, full-rank Gaussian", _svi),
+        ("nuts", "NUTS, 4 chains", _nuts),
+    )
+]
+
+
+def run_tour(out_dir="reports", *, quick: bool = False, only: str | None = None) -> list[tuple]:
+    """Run every stop of the tour, write its report, and return (pair, ok, seconds) rows."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for stop in TOUR:
+        if only and only not in stop.pair:
+            continue
+        start = time.perf_counter()
+        report = diagnose(stop.run(quick))
+        seconds = time.perf_counter() - start
+        report.to_html(out / f"{stop.pair}.html", title=f"{stop.pair}: {stop.description}")
+        print(f"{stop.pair:<28} {'ok' if report.ok else 'flagged':<8} {seconds:6.1f}s  {stop.description}")
+        rows.append((stop, report.ok, seconds))
+    _write_index(out, rows)
+    return rows
+
+
+def _write_index(out: Path, rows) -> None:
+    items = "".join(
+        f"<tr><td><a href='{s.pair}.html'>{s.pair}</a></td><td>{html.escape(s.description)}</td>"
+        f"<td>{'ok' if ok else 'checks failed'}</td><td>{seconds:.1f}s</td></tr>"
+        for s, ok, seconds in rows
+    )
+    (out / "index.html").write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>bayeskit tour</title></head><body>"
+        "<h1>bayeskit tour</h1><table border='1' style='border-collapse:collapse'>"
+        "<tr><th>pair</th><th>what</th><th>diagnostics</th><th>time</th></tr>"
+        f"{items}</table></body></html>"
+    )

@@ -1,0 +1,16 @@
+"""Small datasets shipped with bayeskit; sources and licences in this folder's README.md."""
+
+import json
+from importlib import resources
+
+import numpy as np
+
+NAMES = ("eight_schools", "kidiq")
+
+
+def load(name: str) -> dict[str, np.ndarray]:
+    """The dataset ``name`` as a dict of NumPy arrays (scalars as 0-d arrays)."""
+    if name not in NAMES:
+        raise ValueError(f"name must be one of {NAMES}, got {name!r}")
+    text = resources.files(__name__).joinpath(f"{name}.json").read_text()
+    return {key: np.asarray(value) for key, value in json.loads(text).items()}

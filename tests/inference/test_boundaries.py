@@ -1,0 +1,130 @@
+"""Bad input gets a clear error naming the problem; same key, same numbers; save/load."""
+
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from bayeskit.inference import (
+    Result,
+    laplace,
+    map_estimate,
+    nuts,
+    predictive,
+    prior_predictive,
+    svi,
+)
+from bayeskit.models import examples
+
+X = np.random.default_rng(1).normal(size=(30, 2))
+Y = X @ np.array([1.0, -1.0]) + np.random.default_rng(2).normal(size=30)
+FAST = {
+    "laplace": (laplace, {"num_samples": 200}),
+    "svi": (svi, {"num_steps": 200, "num_samples": 200}),
+    "nuts": (nuts, {"num_warmup": 100, "num_samples": 100, "num_chains": 2}),
+    "map_estimate": (map_estimate, {}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAST))
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_observations_are_refused(name, bad):
+    routine, options = FAST[name]
+    y = Y.copy()
+    y[3] = bad
+    with pytest.raises(ValueError, match="observed site 'y' contains 1 non-finite"):
+        routine(examples.linear_regression, X, y=y, progress=False, **options)
+
+
+def test_non_finite_covariates_are_refused_with_the_distribution_that_saw_them():
+    x = X.copy()
+    x[0, 0] = np.nan
+    with pytest.raises(ValueError, match="model raised ValueError.*invalid loc"):
+        laplace(examples.linear_regression, x, y=Y, progress=False)
+
+
+def test_unknown_guide_and_bad_counts():
+    with pytest.raises(ValueError, match="guide must be one of"):
+        svi(examples.linear_regression, X, y=Y, guide="flow", progress=False)
+    with pytest.raises(ValueError, match="num_steps must be >= 1, got 0"):
+        svi(examples.linear_regression, X, y=Y, num_steps=0, progress=False)
+    with pytest.raises(ValueError, match="num_steps must be >= 1, got -5"):
+        svi(examples.linear_regression, X, y=Y, num_steps=-5, progress=False)
+    with pytest.raises(TypeError, match="num_samples must be an int"):
+        laplace(examples.linear_regression, X, y=Y, num_samples=10.5, progress=False)
+    with pytest.raises(ValueError, match="learning_rate must be finite and > 0"):
+        svi(examples.linear_regression, X, y=Y, learning_rate=-1.0, progress=False)
+    with pytest.raises(ValueError, match="target_accept must lie in"):
+        nuts(examples.linear_regression, X, y=Y, target_accept=1.5, progress=False)
+    with pytest.raises(TypeError, match="rng_key must be an int seed or a JAX PRNG key"):
+        laplace(examples.linear_regression, X, y=Y, rng_key="seed", progress=False)
+
+
+def test_a_model_that_raises_is_reported_with_its_error():
+    def broken(x, y=None):
+        numpyro.sample("w", dist.Normal(0, 1))
+        raise RuntimeError("boom")
+
+    with pytest.raises(ValueError, match="the model raised RuntimeError.*boom"):
+        laplace(broken, X, y=Y, progress=False)
+
+
+def test_a_model_without_latent_sites_or_with_discrete_ones_is_refused():
+    def no_latent(y=None):
+        numpyro.sample("y", dist.Normal(0, 1), obs=y)
+
+    def discrete(y=None):
+        z = numpyro.sample("z", dist.Bernoulli(0.5))
+        numpyro.sample("y", dist.Normal(z, 1), obs=y)
+
+    with pytest.raises(ValueError, match="has none"):
+        svi(no_latent, y=1.0, progress=False)
+    with pytest.raises(ValueError, match=r"\['z'\] are discrete"):
+        laplace(discrete, y=1.0, progress=False)
+
+
+def test_pyro_programs_get_a_clear_error_until_the_pyro_door_exists():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        laplace(examples.linear_regression, X, y=Y, backend="stan", progress=False)
+    with pytest.raises(NotImplementedError, match="Pyro programs"):
+        laplace(examples.linear_regression, X, y=Y, backend="pyro", progress=False)
+
+
+@pytest.mark.parametrize("name", ["laplace", "svi", "nuts"])
+def test_same_key_same_draws_different_key_different_draws(name):
+    routine, options = FAST[name]
+    a = routine(examples.linear_regression, X, y=Y, rng_key=3, progress=False, **options)
+    b = routine(examples.linear_regression, X, y=Y, rng_key=3, progress=False, **options)
+    c = routine(examples.linear_regression, X, y=Y, rng_key=4, progress=False, **options)
+    np.testing.assert_array_equal(a.draws["w"], b.draws["w"])
+    assert not np.array_equal(a.draws["w"], c.draws["w"])
+
+
+def test_save_and_load_round_trip(tmp_path):
+    res = nuts(examples.linear_regression, X, y=Y, progress=False, **FAST["nuts"][1])
+    path = res.save(tmp_path / "fit.nc")
+    back = Result.load(path)
+    assert back.method == "nuts" and back.model is None and back.converged == res.converged
+    assert back.info == res.info
+    for group in ("draws", "sample_stats", "log_likelihood", "observed_data"):
+        original, loaded = getattr(res, group), getattr(back, group)
+        assert original.keys() == loaded.keys()
+        for key in original:
+            np.testing.assert_array_equal(original[key], loaded[key])
+    fit = laplace(examples.linear_regression, X, y=Y, progress=False, num_samples=50)
+    loaded = Result.load(fit.save(tmp_path / "laplace.nc"))
+    np.testing.assert_array_equal(loaded.params["w"], fit.params["w"])
+    np.testing.assert_array_equal(loaded.trace["loss"], fit.trace["loss"])
+
+
+def test_predictive_draws_the_observed_site_for_new_inputs():
+    res = laplace(examples.linear_regression, X, y=Y, num_samples=400, progress=False)
+    x_new = np.array([[1.0, 0.0], [0.0, 2.0]])
+    draws = predictive(res, x_new)
+    assert set(draws) == {"y"} and draws["y"].shape == (1, 400, 2)
+    w = res.draws["w"][0]
+    np.testing.assert_allclose(draws["y"][0].mean(0), (w @ x_new.T).mean(0), atol=0.2)
+    np.testing.assert_allclose(draws["y"][0].var(0), 1 + (w @ x_new.T).var(0), rtol=0.2)
+    assert predictive(res, x_new, num_samples=10)["y"].shape == (1, 10, 2)
+    prior = prior_predictive(examples.linear_regression, X, num_samples=300)
+    assert prior["w"].shape == (1, 300, 2) and prior["y"].shape == (1, 300, 30)
+    assert abs(prior["w"].std() - 1.0) < 0.1

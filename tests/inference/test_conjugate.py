@@ -1,0 +1,77 @@
+"""Generic routines against the closed-form posterior of a conjugate linear regression."""
+
+import numpy as np
+from bayeskit.inference import diagnose, laplace, map_estimate, nuts, svi
+from bayeskit.models import examples
+
+
+def _sd(cov):
+    return np.sqrt(np.diag(cov))
+
+
+def test_laplace_equals_the_closed_form(regression_data):
+    X, y, mean, cov = regression_data
+    res = laplace(examples.linear_regression, X, y=y, num_samples=4000, progress=False)
+    np.testing.assert_allclose(res.params["w"], mean, atol=1e-5)
+    draws = res.draws["w"].reshape(-1, 10)
+    se = _sd(cov) / np.sqrt(4000)
+    assert np.all(np.abs(draws.mean(0) - mean) < 4.5 * se)
+    np.testing.assert_allclose(np.cov(draws.T), cov, atol=5 * np.max(_sd(cov)) ** 2 * np.sqrt(2 / 4000))
+    assert res.converged and res.info["hessian_positive_definite"]
+    report = diagnose(res)
+    assert report.ok, str(report)
+    assert report["pareto_khat"].value < 0.5
+
+
+def test_map_equals_the_posterior_mean_of_a_gaussian_posterior(regression_data):
+    X, y, mean, _ = regression_data
+    res = map_estimate(examples.linear_regression, X, y=y, progress=False)
+    np.testing.assert_allclose(res.params["w"], mean, atol=1e-5)
+    assert res.method == "map" and res.converged and res.draws == {}
+
+
+def test_svi_mvn_converges_to_the_optimum_of_its_family(regression_data):
+    """The full-rank family contains the exact posterior, so its optimum is the posterior.
+    A constant Adam step leaves the answer at a noise floor; ours must not."""
+    X, y, mean, cov = regression_data
+    res = svi(examples.linear_regression, X, y=y, guide="mvn", num_samples=4000, progress=False)
+    sd = _sd(cov)
+    loc = np.asarray(res.info["guide_params"]["loc"])
+    assert np.max(np.abs(loc - mean) / sd) < 0.1
+    draws = res.draws["w"].reshape(-1, 10)
+    assert np.max(np.abs(draws.mean(0) - mean) / sd) < 0.1
+    assert np.max(np.abs(draws.std(0) / sd - 1)) < 0.08
+    report = diagnose(res)
+    assert report.ok, str(report)
+    assert report["ess_bulk"].value > 400
+
+
+def test_svi_normal_family_matches_the_marginals_of_a_near_diagonal_posterior(regression_data):
+    X, y, mean, cov = regression_data
+    res = svi(examples.linear_regression, X, y=y, guide="normal", num_samples=4000, progress=False)
+    # mean-field optimum: mean exact, sd = 1/sqrt(diag(precision))
+    mf_sd = 1 / np.sqrt(np.diag(np.linalg.inv(cov)))
+    draws = res.draws["w"].reshape(-1, 10)
+    assert np.max(np.abs(draws.mean(0) - mean) / mf_sd) < 0.1
+    assert np.max(np.abs(draws.std(0) / mf_sd - 1)) < 0.08
+
+
+def test_svi_delta_is_the_map(regression_data):
+    X, y, mean, _ = regression_data
+    res = svi(examples.linear_regression, X, y=y, guide="delta", progress=False)
+    np.testing.assert_allclose(res.params["w"], mean, atol=1e-3 * np.max(np.abs(mean)))
+    assert res.draws == {}
+
+
+def test_nuts_matches_the_closed_form_within_monte_carlo_error(regression_data):
+    X, y, mean, cov = regression_data
+    res = nuts(examples.linear_regression, X, y=y, num_warmup=500, num_samples=1000, num_chains=2, progress=False)
+    report = diagnose(res)
+    assert report.ok, str(report)
+    assert report["r_hat"].value < 1.01
+    draws = res.draws["w"].reshape(-1, 10)
+    ess = report["ess_bulk"].value
+    assert np.all(np.abs(draws.mean(0) - mean) < 4.5 * _sd(cov) / np.sqrt(ess))
+    assert np.max(np.abs(draws.std(0) / _sd(cov) - 1)) < 0.1
+    assert res.draws["w"].shape == (2, 1000, 10)
+    assert res.log_likelihood["y"].shape == (2, 1000, 1000)

@@ -1,0 +1,102 @@
+import math
+
+import numpy as np
+import pytest
+from bayeskit.inference import Check, Result, diagnose, nuts, register_check
+from bayeskit.inference._checks import energy_distance_test, khat_threshold
+from bayeskit.models import data, examples
+
+
+def _iid(rng, chains, draws):
+    return Result(method="test", draws={"x": rng.normal(size=(chains, draws))})
+
+
+def test_one_chain_of_iid_draws_reports_r_hat_as_not_applicable():
+    report = diagnose(_iid(np.random.default_rng(0), 1, 2000))
+    assert report["r_hat"].status == "ok" and math.isnan(report["r_hat"].value)
+    assert "not applicable" in report["r_hat"].message
+    assert report["ess_bulk"].value > 1500 and report.ok
+
+
+def test_stuck_chains_fail_r_hat_and_ess():
+    rng = np.random.default_rng(1)
+    draws = np.cumsum(rng.normal(size=(4, 500)), axis=1) + np.arange(4)[:, None] * 5
+    report = diagnose(Result(method="test", draws={"x": draws}))
+    assert report["r_hat"].status == "fail" and report["ess_bulk"].status == "fail"
+    assert not report.ok
+
+
+def test_pareto_khat_separates_good_from_bad_approximations():
+    rng = np.random.default_rng(2)
+    z = rng.normal(size=4000)
+    good = Result(
+        method="t",
+        draws={"x": z[None]},
+        sample_stats={"log_p": (-0.5 * z**2)[None], "log_q": (-0.5 * z**2 / 1.1**2)[None]},
+    )
+    # a proposal five times narrower than the target: heavy-tailed importance ratios
+    bad = Result(
+        method="t",
+        draws={"x": z[None]},
+        sample_stats={"log_p": (-0.5 * (z / 5) ** 2)[None], "log_q": (-0.5 * z**2)[None]},
+    )
+    assert diagnose(good)["pareto_khat"].status == "ok"
+    assert diagnose(bad)["pareto_khat"].status == "fail"
+    assert khat_threshold(1000) == pytest.approx(2 / 3) and khat_threshold(10**8) == 0.7
+
+
+def test_energy_distance_accepts_the_same_law_and_rejects_a_shift():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(800, 2)), rng.normal(size=(800, 2))
+    same, critical = energy_distance_test(x, y, rng=rng)
+    assert same <= critical
+    shifted, critical = energy_distance_test(x + 0.3, y, rng=rng)
+    assert shifted > critical
+    res = Result(method="t", draws={"x": x[None]})
+    assert diagnose(res, reference=y)["reference"].status == "ok"
+    assert diagnose(res, reference={"x": y + 0.5})["reference"].status == "fail"
+    with pytest.raises(ValueError, match=r"reference\['x'\] must have shape"):
+        diagnose(res, reference={"x": y[:, :1]})
+
+
+def test_centred_eight_schools_gets_divergences_flagged():
+    d = data.load("eight_schools")
+    res = nuts(
+        examples.eight_schools_centered,
+        d["sigma"].astype(float),
+        y=d["y"].astype(float),
+        num_warmup=500,
+        num_samples=500,
+        progress=False,
+    )
+    report = diagnose(res)
+    assert report["divergences"].status == "fail" and report["divergences"].value > 0
+    assert not report.ok and not res.converged
+
+
+def test_models_register_their_own_checks_found_through_attrs():
+    class Toy:
+        pass
+
+    def toy_check(idata, context):
+        return [Check("toy", "warn", 1.0, 0.0, "registered check ran")]
+
+    register_check(Toy, toy_check)
+    report = diagnose(Result(method="em", model=Toy(), params={"a": np.ones(2)}))
+    assert report["toy"].message == "registered check ran"
+    assert diagnose(Result(method="em", model=object(), params={"a": 1.0})).checks == []
+
+
+def test_report_renders_as_text_and_html(tmp_path):
+    res = _iid(np.random.default_rng(4), 2, 500)
+    report = diagnose(res)
+    text = str(report)
+    assert "ess_bulk" in text and "r_hat" in text
+    assert "<table" in report._repr_html_()
+    page = report.to_html(tmp_path / "r.html").read_text()
+    assert "data:image/png;base64," in page
+
+
+def test_diagnose_refuses_other_types():
+    with pytest.raises(TypeError, match="Result or an arviz.InferenceData"):
+        diagnose({"x": 1})

@@ -1,0 +1,71 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+from bayeskit.inference import _driver
+from bayeskit.inference._numerics import log_normalize, robust_cholesky
+
+
+def test_cholesky_of_positive_definite_matrix_adds_no_jitter():
+    a = np.array([[4.0, 1.0], [1.0, 3.0]])
+    factor, jitter = robust_cholesky(a)
+    assert float(jitter) == 0.0
+    np.testing.assert_allclose(factor @ factor.T, a, rtol=1e-12)
+
+
+def test_cholesky_of_singular_matrix_records_the_jitter_it_added():
+    v = np.array([1.0, 2.0, 3.0])
+    a = np.outer(v, v)  # rank one
+    factor, jitter = robust_cholesky(a)
+    assert float(jitter) > 0
+    np.testing.assert_allclose(factor @ factor.T, a + float(jitter) * np.eye(3), atol=1e-10)
+
+
+def test_cholesky_of_indefinite_matrix_fails_visibly():
+    factor, _ = robust_cholesky(np.diag([1.0, -1.0]))
+    assert np.isnan(np.asarray(factor)).any()
+
+
+def test_log_normalize_matches_direct_computation():
+    logw = jnp.log(jnp.array([[1.0, 3.0], [2.0, 2.0]]))
+    normalised, log_z = log_normalize(logw)
+    np.testing.assert_allclose(np.exp(normalised), [[0.25, 0.75], [0.5, 0.5]])
+    np.testing.assert_allclose(np.exp(log_z), [4.0, 4.0])
+
+
+def test_driver_stops_at_convergence_and_freezes_finished_chains():
+    def step(x):
+        return x / 2, {"f": x}
+
+    monitor = _driver.absolute_change("f", 1e-3)
+    out = _driver.run(
+        step,
+        jnp.array([1.0, 100.0]),
+        max_iter=1000,
+        objective="f",
+        monitor=monitor,
+        num_chains=2,
+        chunk_size=7,
+        progress=False,
+    )
+    # |x/2^(n-1) - x/2^(n-2)| = x/2^(n-1) < 1e-3: n = 11 for x=1, n = 18 for x=100
+    np.testing.assert_array_equal(out.n_iter, [11, 18])
+    assert out.converged.all() and not out.failed.any()
+    assert out.trace["f"].shape == (2, 18)
+    assert np.isnan(out.trace["f"][0, 11:]).all()  # the finished chain is padded, not run
+
+
+def test_driver_stops_at_a_non_finite_objective_and_keeps_the_last_good_state():
+    def step(x):
+        return x + 1, {"f": jnp.where(x > 3, jnp.nan, x)}
+
+    out = _driver.run(step, jnp.asarray(0.0), max_iter=10, objective="f", progress=False)
+    assert bool(out.failed) and not bool(out.converged)
+    assert float(out.state) == 4.0
+
+
+def test_driver_runs_exactly_max_iter_without_a_monitor():
+    out = _driver.run(
+        lambda x: (x + 1, {"f": x}), jnp.asarray(0), max_iter=250, objective="f", chunk_size=100, progress=False
+    )
+    assert int(out.state) == 250 and out.trace["f"].shape == (250,)
+    assert jax.numpy.asarray(out.trace["f"])[-1] == 249
