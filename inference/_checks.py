@@ -139,11 +139,17 @@ def pareto_khat_check(idata, context) -> list[Check]:
     log_ratio = importance_ratios(idata)
     if log_ratio is None:
         return []
+    threshold = khat_threshold(log_ratio.size)
+    if np.ptp(log_ratio) <= 1e-6:
+        # q equals p up to its normalising constant: every weight is the same, and the
+        # generalised Pareto fit is undefined; no tail at all is the best case
+        message = "Pareto k-hat of log p - log q: the ratios are constant, q matches p exactly"
+        return [Check("pareto_khat", "ok", -math.inf, threshold, message)]
     az = _arviz()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _, khat = az.psislw(log_ratio - np.max(log_ratio))
-    khat, threshold = float(khat), khat_threshold(log_ratio.size)
+    khat = float(khat)
     ok = khat <= threshold
     message = "Pareto k-hat of log p - log q: " + (
         "the approximation is close enough for importance sampling to correct it"

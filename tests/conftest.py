@@ -1,6 +1,7 @@
-import bayeskit.inference  # noqa: F401  (float64 before any test builds arrays)
 import numpy as np
 import pytest
+
+import bayeskit.inference  # noqa: F401  (float64 before any test builds arrays)
 from bayeskit.models import examples
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
+
 from bayeskit.inference import (
     Result,
     laplace,

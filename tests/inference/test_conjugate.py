@@ -1,6 +1,7 @@
 """Generic routines against the closed-form posterior of a conjugate linear regression."""
 
 import numpy as np
+
 from bayeskit.inference import diagnose, laplace, map_estimate, nuts, svi
 from bayeskit.models import examples
 

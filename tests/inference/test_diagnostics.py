@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+
 from bayeskit.inference import Check, Result, diagnose, nuts, register_check
 from bayeskit.inference._checks import energy_distance_test, khat_threshold
 from bayeskit.models import data, examples

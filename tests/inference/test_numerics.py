@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from bayeskit.inference import _driver
 from bayeskit.inference._numerics import log_normalize, robust_cholesky
 

@@ -9,8 +9,9 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
-from bayeskit.inference import laplace, svi
 from scipy import stats
+
+from bayeskit.inference import laplace, svi
 
 NUM_REPLICATIONS, NUM_DRAWS, NUM_OBS = 30, 99, 5
 

@@ -1,0 +1,21 @@
+"""``python -m benchmarks [NAME ...]``: run the side-by-side benchmarks and print their tables."""
+
+import sys
+
+from . import generic_routines
+
+BENCHMARKS = {"generic_routines": generic_routines.main}
+
+
+def main(argv: list[str]) -> int:
+    names = argv or list(BENCHMARKS)
+    for name in names:
+        if name not in BENCHMARKS:
+            print(f"unknown benchmark {name!r}; choose from {sorted(BENCHMARKS)}")
+            return 2
+        BENCHMARKS[name]()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
