@@ -9,13 +9,12 @@ import numpy as np
 from ._errors import ConvergenceError
 from ._keys import as_key
 from ._numerics import robust_cholesky
-from ._optimize import lbfgs
+from ._optimize import GTOL, lbfgs
 from ._program import bind, posterior_groups, require_numpyro
 from ._result import Result
 from ._validation import check_positive_int
 
 _NEWTON_STEPS = 3
-_GTOL = 1e-6  # on the gradient norm at the returned mode, relative to max(1, |U|)
 
 
 def laplace(
@@ -59,20 +58,14 @@ def laplace(
     max_iter = check_positive_int("max_iter", max_iter)
     init_key, draw_key = jax.random.split(as_key(rng_key))
     program = bind(model, args, kwargs, rng_key=init_key, routine="laplace")
-    mode, run = lbfgs(
-        program.potential,
-        program.init_position,
-        max_iter=max_iter,
-        progress=progress,
-        desc="laplace",
-    )
-    mode, hessian, newton_steps = _newton_polish(program.potential, mode)
+    found = lbfgs(program.potential, program.init_position, max_iter=max_iter, progress=progress, desc="laplace")
+    mode, hessian, newton_steps = _newton_polish(program.potential, found.x)
     potential_at_mode = float(program.potential(mode))
     grad_norm = float(jnp.linalg.norm(jax.grad(program.potential)(mode)))
-    converged = grad_norm < _GTOL * max(1.0, abs(potential_at_mode))
+    converged = grad_norm < GTOL * max(1.0, abs(potential_at_mode))
     if not np.isfinite(potential_at_mode):
         raise ConvergenceError(
-            f"laplace: the log density is not finite at the mode found by L-BFGS after {int(run.n_iter)} iterations"
+            f"laplace: the log density is not finite at the mode found by L-BFGS after {found.n_iter} iterations"
         )
     factor, jitter = robust_cholesky(hessian)
     if not bool(jnp.all(jnp.isfinite(factor))):
@@ -89,7 +82,7 @@ def laplace(
     log_p = -jax.vmap(program.potential)(positions)
 
     info = {
-        "n_iter": int(run.n_iter),
+        "n_iter": found.n_iter,
         "newton_steps": newton_steps,
         "grad_norm": grad_norm,
         "jitter": float(jitter),
@@ -109,7 +102,7 @@ def laplace(
         method="laplace",
         model=model,
         params={k: np.asarray(v) for k, v in program.constrain(mode).items()},
-        trace={"loss": run.trace["loss"]},
+        trace={"loss": found.trace},
         converged=converged,
         info=info,
         sample_stats={"log_p": np.asarray(log_p)[None], "log_q": np.asarray(log_q)[None]},

@@ -32,23 +32,27 @@ def map_estimate(
     require_numpyro(model, backend, "map_estimate")
     max_iter = check_positive_int("max_iter", max_iter)
     program = bind(model, args, kwargs, rng_key=as_key(rng_key), routine="map_estimate")
-    position, run = lbfgs(
-        program.neg_log_joint,
-        program.init_position,
-        max_iter=max_iter,
-        progress=progress,
-        desc="map_estimate",
+    found = lbfgs(
+        program.neg_log_joint, program.init_position, max_iter=max_iter, progress=progress, desc="map_estimate"
     )
-    loss = float(program.neg_log_joint(position))
-    info = {"n_iter": int(run.n_iter), "log_joint": -loss, "latent_sites": list(program.latent_shapes)}
-    if not np.isfinite(loss):
-        info["warnings"] = ["the log joint is not finite at the returned point"]
+    info = {
+        "n_iter": found.n_iter,
+        "log_joint": -found.value,
+        "grad_norm": found.grad_norm,
+        "latent_sites": list(program.latent_shapes),
+        "warnings": [],
+    }
+    if not found.converged:
+        info["warnings"].append(
+            f"L-BFGS stopped with gradient norm {found.grad_norm:.3g}; the density may be unbounded "
+            "(a funnel) or the mode on the boundary"
+        )
     return Result(
         method="map",
         model=model,
-        params={k: np.asarray(v) for k, v in program.constrain(position).items()},
-        trace={"loss": run.trace["loss"]},
-        converged=bool(run.converged) and np.isfinite(loss),
+        params={k: np.asarray(v) for k, v in program.constrain(found.x).items()},
+        trace={"loss": found.trace},
+        converged=found.converged,
         info=info,
         observed_data=dict(program.observed),
     )

@@ -194,8 +194,8 @@ def _fit(loss_fn, params, key, *, num_steps, optimizer, progress, desc):
 def _mode(program: Program) -> jax.Array:
     """Where the Gaussian families start: the mode if L-BFGS finds one (a funnel such
     as centred eight schools has none), else NumPyro's initial point."""
-    mode, run = lbfgs(program.potential, program.init_position, max_iter=500, progress=False)
-    return mode if bool(run.converged) else program.init_position
+    found = lbfgs(program.potential, program.init_position, max_iter=500, progress=False)
+    return found.x if found.converged else program.init_position
 
 
 def _fit_gaussian(program, guide, rank, fit_key, draw_key, num_particles, num_samples, **options):
