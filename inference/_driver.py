@@ -41,11 +41,6 @@ def absolute_change(key: str, tol: float) -> Monitor:
     return Monitor(lambda: jnp.asarray(jnp.inf), update)
 
 
-def below(key: str, tol: float) -> Monitor:
-    """Converged when ``info[key] < tol`` (a gradient norm, a residual)."""
-    return Monitor(lambda: jnp.asarray(0.0), lambda state, info: (state, info[key] < tol))
-
-
 class RunOutput(NamedTuple):
     state: Any
     trace: dict[str, np.ndarray]  # (iteration,) or (chain, iteration); NaN after a chain stopped

@@ -76,3 +76,23 @@ def test_nuts_matches_the_closed_form_within_monte_carlo_error(regression_data):
     assert np.max(np.abs(draws.std(0) / _sd(cov) - 1)) < 0.1
     assert res.draws["w"].shape == (2, 1000, 10)
     assert res.log_likelihood["y"].shape == (2, 1000, 1000)
+
+
+def test_svi_lowrank_recovers_a_low_rank_plus_diagonal_covariance():
+    """A target inside the low-rank family: N(m, diag(d^2) + w w^T) with rank one."""
+    import numpyro
+    import numpyro.distributions as dist
+
+    rng = np.random.default_rng(0)
+    w, d, m = rng.normal(size=(8, 1)), rng.uniform(0.2, 1.0, size=8), rng.normal(size=8)
+    cov = np.diag(d**2) + w @ w.T
+
+    def model():
+        numpyro.sample("x", dist.MultivariateNormal(m, cov))
+
+    res = svi(model, guide="lowrank", rank=1, num_samples=4000, progress=False)
+    params = {k: np.asarray(v) for k, v in res.info["guide_params"].items()}
+    fitted = params["cov_factor"] @ params["cov_factor"].T + np.diag(np.logaddexp(0, params["raw_diag"]) ** 2)
+    assert np.linalg.norm(fitted - cov) / np.linalg.norm(cov) < 0.1
+    assert np.max(np.abs(params["loc"] - m) / np.sqrt(np.diag(cov))) < 0.1
+    assert diagnose(res).ok
