@@ -211,17 +211,9 @@ def _fit_gaussian(program, guide, rank, fit_key, draw_key, num_particles, num_sa
     params, elbo = _fit(loss_fn, params, fit_key, desc=f"svi ({guide})", **options)
     q = family.distribution(params)
     positions = q.sample(draw_key, (num_samples,))
-    log_q, log_p = q.log_prob(positions), -potential(positions)
-    return Result(
-        method="svi",
-        model=program.model,
-        params={k: np.asarray(v) for k, v in program.constrain(params["loc"]).items()},
-        trace={"elbo": elbo},
-        converged=plateaued(elbo)[0],
-        info=_info(program, guide, params, elbo, num_particles),
-        sample_stats={"log_p": np.asarray(log_p)[None], "log_q": np.asarray(log_q)[None]},
-        **posterior_groups(program, program.constrain_batch(positions), num_chains=1),
-    )
+    point = program.constrain(params["loc"])
+    draws = (program.constrain_batch(positions), -potential(positions), q.log_prob(positions))
+    return _result(program, guide, params, point, elbo, num_particles, draws)
 
 
 def _fit_delta(program, fit_key, **options):
@@ -229,15 +221,7 @@ def _fit_delta(program, fit_key, **options):
         return program.neg_log_joint(params["loc"])
 
     params, elbo = _fit(loss_fn, {"loc": program.init_position}, fit_key, desc="svi (delta)", **options)
-    return Result(
-        method="svi",
-        model=program.model,
-        params={k: np.asarray(v) for k, v in program.constrain(params["loc"]).items()},
-        trace={"elbo": elbo},
-        converged=plateaued(elbo)[0],
-        info=_info(program, "delta", params, elbo, 1),
-        observed_data=dict(program.observed),
-    )
+    return _result(program, "delta", params, program.constrain(params["loc"]), elbo, 1)
 
 
 def _fit_guide_program(program, guide, fit_key, draw_key, num_particles, num_samples, **options):
@@ -265,16 +249,25 @@ def _fit_guide_program(program, guide, fit_key, draw_key, num_particles, num_sam
     if program.deterministic_names:
         names = list(program.deterministic_names)
         flat.update(Predictive(model, posterior_samples=latents, return_sites=names)(det_key, *args, **kwargs))
-    flat = {k: np.asarray(v) for k, v in flat.items()}
+    return _result(program, "custom", params, params, elbo, num_particles, (flat, log_p, log_q))
+
+
+def _result(program, guide, params, point, elbo, num_particles, draws=None) -> Result:
+    """``draws`` is (constrained draws, log p, log q), all one row per draw, or None."""
+    groups = {"observed_data": dict(program.observed)}
+    if draws is not None:
+        flat, log_p, log_q = draws
+        flat = {k: np.asarray(v) for k, v in flat.items()}
+        groups = posterior_groups(program, flat, num_chains=1)
+        groups["sample_stats"] = {"log_p": np.asarray(log_p)[None], "log_q": np.asarray(log_q)[None]}
     return Result(
         method="svi",
-        model=model,
-        params={k: np.asarray(v) for k, v in params.items()},
+        model=program.model,
+        params={k: np.asarray(v) for k, v in point.items()},
         trace={"elbo": elbo},
         converged=plateaued(elbo)[0],
-        info=_info(program, "custom", params, elbo, num_particles),
-        sample_stats={"log_p": np.asarray(log_p)[None], "log_q": np.asarray(log_q)[None]},
-        **posterior_groups(program, flat, num_chains=1),
+        info=_info(program, guide, params, elbo, num_particles),
+        **groups,
     )
 
 

@@ -96,3 +96,32 @@ def test_svi_lowrank_recovers_a_low_rank_plus_diagonal_covariance():
     assert np.linalg.norm(fitted - cov) / np.linalg.norm(cov) < 0.1
     assert np.max(np.abs(params["loc"] - m) / np.sqrt(np.diag(cov))) < 0.1
     assert diagnose(res).ok
+
+
+def test_svi_with_a_guide_program_reaches_the_closed_form():
+    """Normal mean with known noise: the posterior is N(m, s^2), inside the guide's family."""
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.distributions import constraints
+
+    y = np.random.default_rng(5).normal(1.5, 2.0, size=20)
+    precision = 1 / 3.0**2 + len(y) / 2.0**2
+    post_mean, post_sd = (y.sum() / 2.0**2) / precision, precision**-0.5
+
+    def model(y=None):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 3.0))
+        numpyro.deterministic("mu_squared", mu**2)
+        with numpyro.plate("data", len(y)):
+            numpyro.sample("y", dist.Normal(mu, 2.0), obs=y)
+
+    def guide(y=None):
+        loc = numpyro.param("loc", 0.0)
+        scale = numpyro.param("scale", 1.0, constraint=constraints.positive)
+        numpyro.sample("mu", dist.Normal(loc, scale))
+
+    res = svi(model, y=y, guide=guide, num_samples=4000, progress=False)
+    assert abs(res.params["loc"] - post_mean) < 0.05 * post_sd
+    assert abs(res.params["scale"] / post_sd - 1) < 0.05
+    np.testing.assert_allclose(res.draws["mu_squared"], res.draws["mu"] ** 2)
+    assert res.draws["mu"].shape == (1, 4000)
+    assert diagnose(res).ok
