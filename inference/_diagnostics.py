@@ -146,6 +146,7 @@ def _figures(idata):
                 plots.append((f"{title} (not drawn: {type(exc).__name__}: {exc})", ""))
                 return
         buffer = io.BytesIO()
+        plt.gcf().tight_layout()
         plt.gcf().savefig(buffer, format="png", dpi=80, bbox_inches="tight")
         plt.close("all")
         plots.append((title, base64.b64encode(buffer.getvalue()).decode()))
