@@ -186,14 +186,14 @@ def objective_check(idata, context) -> list[Check]:
         values = np.asarray(trace[name].values, float)
         rows = values.reshape(-1, values.shape[-1])  # NaN pads chains that stopped early
         last = np.mean([row[np.isfinite(row)][-1] for row in rows if np.isfinite(row).any()])
-        flat, z = plateaued(values.reshape(-1, values.shape[-1]).mean(0))
-        status = "ok" if converged else "warn"
-        message = f"{name}: the routine reports {'convergence' if converged else 'no convergence'}"
         if name == "elbo":
-            status = "ok" if flat else "warn"
+            flat, z = plateaued(np.nanmean(rows, axis=0))
             message = f"elbo: change over the last tenth is {z:.2f} standard errors (plateau below 3)"
-        threshold = 3.0 if name == "elbo" else math.nan
-        checks.append(Check("objective_trace", status, float(last), threshold, message))
+            checks.append(Check("objective_trace", "ok" if flat else "warn", float(last), 3.0, message))
+        else:
+            # an optimiser that did not converge has not found its answer
+            message = f"loss: the routine reports {'convergence' if converged else 'no convergence'}"
+            checks.append(Check("objective_trace", "ok" if converged else "fail", float(last), math.nan, message))
     return checks
 
 

@@ -5,6 +5,7 @@ ArviZ major version changes two files.
 """
 
 import json
+import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,10 +127,16 @@ class Result:
     def summary(self) -> pd.DataFrame:
         """ArviZ's summary of the draws, or a table of the point estimate if there are none."""
         if self.draws:
-            with warnings.catch_warnings():
-                # one chain of iid draws: ArviZ warns that R-hat needs two
-                warnings.simplefilter("ignore", UserWarning)
-                return _arviz().summary(self.to_inference_data(), group="posterior")
+            # one chain of iid draws: ArviZ warns (and logs) that R-hat needs two
+            logger = logging.getLogger("arviz")
+            level = logger.level
+            logger.setLevel(logging.ERROR)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    return _arviz().summary(self.to_inference_data(), group="posterior")
+            finally:
+                logger.setLevel(level)
         rows = {}
         for name, value in self.params.items():
             value = np.asarray(value)

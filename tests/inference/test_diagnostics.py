@@ -101,3 +101,14 @@ def test_report_renders_as_text_and_html(tmp_path):
 def test_diagnose_refuses_other_types():
     with pytest.raises(TypeError, match="Result or an arviz.InferenceData"):
         diagnose({"x": 1})
+
+
+def test_objective_trace_fails_an_unconverged_optimiser_and_reads_the_elbo_plateau():
+    loss = np.linspace(10.0, 1.0, 50)
+    assert diagnose(Result(method="map", trace={"loss": loss}, converged=False))["objective_trace"].status == "fail"
+    assert diagnose(Result(method="map", trace={"loss": loss}, converged=True))["objective_trace"].status == "ok"
+    rng = np.random.default_rng(6)
+    flat = -100 + rng.normal(size=2000)
+    rising = flat + np.linspace(0, 50, 2000)
+    assert diagnose(Result(method="svi", trace={"elbo": flat}))["objective_trace"].status == "ok"
+    assert diagnose(Result(method="svi", trace={"elbo": rising}))["objective_trace"].status == "warn"
