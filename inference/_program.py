@@ -23,12 +23,17 @@ BACKENDS = ("numpyro", "pyro")
 
 
 def detect_backend(model, backend: str | None) -> str:
-    """Which PPL ``model`` is written in. Pyro programs are torch modules or call
-    ``pyro.sample``; everything else is taken to be NumPyro."""
+    """Which PPL ``model`` is written in: torch modules and functions that name
+    ``pyro`` (but not ``numpyro``) are Pyro; everything else is taken to be NumPyro,
+    and ``backend=`` settles any doubt."""
     if backend is not None:
         return check_choice("backend", backend, BACKENDS)
     module = type(model).__module__ or ""
+    code = getattr(model, "__code__", None)
+    names = (*code.co_names, *code.co_freevars) if code is not None else ()
     if module.startswith(("pyro", "torch")) or _is_torch_module(model):
+        return "pyro"
+    if "pyro" in names and "numpyro" not in names:
         return "pyro"
     return "numpyro"
 
@@ -108,7 +113,8 @@ def bind(model, args: tuple, kwargs: dict, *, rng_key, routine: str) -> Program:
         else:
             latent[name] = site
     if not latent:
-        raise ValueError(f"{routine} needs a model with latent sample sites; this one has none")
+        hint = "" if observed else " (if it is a Pyro program, pass backend='pyro')"
+        raise ValueError(f"{routine} needs a model with latent sample sites; this one has none{hint}")
     discrete = [name for name, site in latent.items() if site["fn"].support.is_discrete]
     if discrete:
         raise ValueError(

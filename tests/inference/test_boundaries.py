@@ -129,3 +129,14 @@ def test_predictive_draws_the_observed_site_for_new_inputs():
     prior = prior_predictive(examples.linear_regression, X, num_samples=300)
     assert prior["w"].shape == (1, 300, 2) and prior["y"].shape == (1, 300, 30)
     assert abs(prior["w"].std() - 1.0) < 0.1
+
+
+def test_pyro_functions_are_recognised_by_the_module_they_call():
+    import pyro
+    import pyro.distributions as pdist
+
+    def pyro_model(y=None):
+        pyro.sample("mu", pdist.Normal(0.0, 1.0))
+
+    with pytest.raises(NotImplementedError, match="does not take Pyro programs yet"):
+        svi(pyro_model, progress=False)
