@@ -6,6 +6,7 @@ pair name, a one-line description, and a function of ``quick`` (smaller settings
 for CI) returning the Result to diagnose.
 """
 
+import dataclasses
 import html
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from bayeskit.models import data, examples
 from ._diagnostics import diagnose
 from ._laplace import laplace
 from ._nuts import nuts
+from ._predictive import predictive
 from ._svi import svi
 
 
@@ -26,11 +28,16 @@ class Stop(NamedTuple):
     run: Callable[[bool], object]
 
 
+def _with_predictive(res, *inputs):
+    """Attach posterior predictive draws so the report carries a predictive check."""
+    return dataclasses.replace(res, posterior_predictive=predictive(res, *inputs, num_samples=200))
+
+
 def _eight_schools(routine):
     def run(quick):
         d = data.load("eight_schools")
         sigma, y = d["sigma"].astype(float), d["y"].astype(float)
-        return routine(examples.eight_schools_noncentered, sigma, y=y, quick=quick)
+        return _with_predictive(routine(examples.eight_schools_noncentered, sigma, y=y, quick=quick), sigma)
 
     return run
 
@@ -38,13 +45,9 @@ def _eight_schools(routine):
 def _kidiq(routine):
     def run(quick):
         d = data.load("kidiq")
-        return routine(
-            examples.kidiq_regression,
-            d["mom_iq"].astype(float),
-            d["mom_hs"].astype(float),
-            kid_score=d["kid_score"].astype(float),
-            quick=quick,
-        )
+        inputs = d["mom_iq"].astype(float), d["mom_hs"].astype(float)
+        res = routine(examples.kidiq_regression, *inputs, kid_score=d["kid_score"].astype(float), quick=quick)
+        return _with_predictive(res, *inputs)
 
     return run
 
