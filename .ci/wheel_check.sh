@@ -7,7 +7,10 @@ python=${1:-python3}
 root=$(pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-"$python" -m build --wheel --outdir "$work/dist" "$root" >/dev/null
+# a stale build/ folder would ship modules deleted from the tree; build in the
+# project's own environment (setuptools comes with it), not an isolated download
+rm -rf "$root/build"
+"$python" -m build --wheel --no-isolation --outdir "$work/dist" "$root" >/dev/null
 "$python" -m venv "$work/venv"
 # The clean venv sees the dependencies already installed in the project's venv
 # through a .pth line (which adds the folder but runs none of its .pth hooks, so

@@ -6,15 +6,15 @@ the groups it reads are absent. ``context`` carries what is not in the
 InferenceData (the ``reference`` draws passed to ``diagnose``).
 """
 
-import json
 import math
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.spatial
 
-from ._result import _arviz
+from ._result import Result, _arviz, result_attrs
 
 R_HAT_MAX = 1.01  # Vehtari et al. (2021)
 ESS_MIN = 400  # in total over chains, Vehtari et al. (2021)
@@ -189,26 +189,38 @@ def objective_check(idata, context) -> list[Check]:
         if name == "elbo":
             flat, z = plateaued(np.nanmean(rows, axis=0))
             message = f"elbo: change over the last tenth is {z:.2f} standard errors (plateau below 3)"
-            checks.append(Check("objective_trace", "ok" if flat else "warn", float(last), 3.0, message))
+            message += f"; final elbo {last:.6g}"
+            checks.append(Check("objective_trace", "ok" if flat else "warn", z, 3.0, message))
         else:
             # an optimiser that did not converge has not found its answer
-            message = f"loss: the routine reports {'convergence' if converged else 'no convergence'}"
-            checks.append(Check("objective_trace", "ok" if converged else "fail", float(last), math.nan, message))
+            verdict = "convergence" if converged else "no convergence"
+            message = f"loss: the routine reports {verdict}; final loss {last:.6g}"
+            checks.append(Check("objective_trace", "ok" if converged else "fail", math.nan, math.nan, message))
     return checks
 
 
 def loo_check(idata, context) -> list[Check]:
+    """PSIS-LOO per observed site (Vehtari et al. 2017). Draws from an approximation
+    (Laplace, SVI) are used as if they were posterior draws: trust the result only
+    where ``pareto_khat`` passes."""
     if "log_likelihood" not in idata.groups() or "posterior" not in idata.groups():
         return []
     az = _arviz()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        loo = az.loo(idata, pointwise=True)
-    k = np.asarray(loo.pareto_k)
-    bad = int(np.sum(k > LOO_K_MAX))
-    status = "ok" if bad == 0 else "warn"
-    message = f"PSIS-LOO elpd {loo.elpd_loo:.2f} (se {loo.se:.2f}); {bad} of {k.size} points with k > {LOO_K_MAX}"
-    return [Check("loo", status, float(loo.elpd_loo), LOO_K_MAX, message)]
+    checks = []
+    for site, values in idata.log_likelihood.data_vars.items():
+        if values.size == 0:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loo = az.loo(idata, pointwise=True, var_name=site)
+        k = np.asarray(loo.pareto_k)
+        bad = int(np.sum(k > LOO_K_MAX))
+        message = (
+            f"PSIS-LOO of {site!r}: elpd {loo.elpd_loo:.2f} (se {loo.se:.2f}); "
+            f"{bad} of {k.size} points with Pareto k > {LOO_K_MAX}"
+        )
+        checks.append(Check("loo", "ok" if bad == 0 else "warn", float(k.max()), LOO_K_MAX, message))
+    return checks
 
 
 def reference_check(idata, context) -> list[Check]:
@@ -229,7 +241,7 @@ def reference_check(idata, context) -> list[Check]:
 
 
 def _reference_draws(reference, ours: dict) -> dict[str, np.ndarray]:
-    if hasattr(reference, "draws") and isinstance(reference.draws, dict):
+    if isinstance(reference, Result):
         reference = {k: np.asarray(v).reshape((-1,) + np.shape(v)[2:]) for k, v in reference.draws.items()}
     elif not isinstance(reference, dict):
         if len(ours) != 1:
@@ -256,7 +268,7 @@ def energy_distance_test(x, y, *, rng, max_points: int = 1000, num_permutations:
     y = y[rng.choice(len(y), min(len(y), max_points), replace=False)]
     scale = np.where(y.std(0) > 0, y.std(0), 1.0)
     pooled = np.concatenate([x, y]) / scale
-    distances = np.sqrt(((pooled[:, None, :] - pooled[None, :, :]) ** 2).sum(-1))
+    distances = scipy.spatial.distance.cdist(pooled, pooled)
     n = len(x)
 
     def statistic(index):
@@ -269,22 +281,11 @@ def energy_distance_test(x, y, *, rng, max_points: int = 1000, num_permutations:
 
 
 def registered_checks(idata, context) -> list[Check]:
-    attrs = _attrs(idata)
+    attrs = result_attrs(idata)
     checks = []
     for check in model_checks(str(attrs.get("model_class", ""))):
         checks.extend(check(idata, context))
     return checks
-
-
-def _attrs(idata) -> dict:
-    for name in idata.groups():
-        if "method" in idata[name].attrs:
-            return dict(idata[name].attrs)
-    return dict(idata.attrs)
-
-
-def info_of(idata) -> dict:
-    return json.loads(_attrs(idata).get("info", "{}"))
 
 
 BUILTIN_CHECKS: tuple[CheckFn, ...] = (

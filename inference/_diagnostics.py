@@ -1,6 +1,7 @@
 """``diagnose``: one report for every Result, with checks chosen by the groups present."""
 
 import base64
+import functools
 import html
 import io
 import math
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ._checks import BUILTIN_CHECKS, Check, importance_ratios
-from ._result import Result, _arviz
+from ._result import Result, _arviz, result_attrs
 
 _STATUS_ORDER = {"fail": 0, "warn": 1, "ok": 2}
 
@@ -44,8 +45,7 @@ class Report:
             "  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)) + "  " + row[4] for row in rows
         ]
         lines.insert(1, "-" * max(len(line) for line in lines))
-        method = self.idata.attrs.get("method", "") if self.idata is not None else ""
-        title = f"bayeskit diagnostics ({_method(self.idata) or method}): {'ok' if self.ok else 'FAILED'}"
+        title = f"bayeskit diagnostics ({_method(self.idata)}): {'ok' if self.ok else 'FAILED'}"
         return "\n".join([title, *lines])
 
     def _table_html(self) -> str:
@@ -78,7 +78,7 @@ class Report:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         figures = "".join(
-            f'<h3>{html.escape(name)}</h3><img src="data:image/png;base64,{png}"/>'
+            f"<h3>{html.escape(name)}</h3>" + (f'<img src="data:image/png;base64,{png}"/>' if png else "")
             for name, png in _figures(self.idata)
         )
         heading = html.escape(title or f"bayeskit report: {_method(self.idata)}")
@@ -101,7 +101,7 @@ def diagnose(res_or_idata, *, reference=None) -> Report:
     """
     if isinstance(res_or_idata, Result):
         idata = res_or_idata.to_inference_data()
-    elif hasattr(res_or_idata, "groups") and callable(res_or_idata.groups):
+    elif isinstance(res_or_idata, _arviz().InferenceData):
         idata = res_or_idata
     else:
         raise TypeError(f"diagnose takes a Result or an arviz.InferenceData, got {type(res_or_idata).__name__}")
@@ -112,12 +112,7 @@ def diagnose(res_or_idata, *, reference=None) -> Report:
 
 
 def _method(idata) -> str:
-    if idata is None:
-        return ""
-    for name in idata.groups():
-        if "method" in idata[name].attrs:
-            return str(idata[name].attrs["method"])
-    return str(idata.attrs.get("method", ""))
+    return "" if idata is None else str(result_attrs(idata).get("method", ""))
 
 
 def _fmt(value) -> str:
@@ -128,28 +123,28 @@ def _fmt(value) -> str:
 
 def _figures(idata):
     """(title, base64 PNG) for each plot the groups allow."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     az = _arviz()
     plots = []
 
     def capture(title, draw):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
+        # the user's own figures stay open; only those drawn here are closed
+        before = set(plt.get_fignums())
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 draw()
-            except Exception as exc:  # a plot that cannot be drawn is reported, not fatal
-                plt.close("all")
-                plots.append((f"{title} (not drawn: {type(exc).__name__}: {exc})", ""))
-                return
-        buffer = io.BytesIO()
-        plt.gcf().tight_layout()
-        plt.gcf().savefig(buffer, format="png", dpi=80, bbox_inches="tight")
-        plt.close("all")
-        plots.append((title, base64.b64encode(buffer.getvalue()).decode()))
+            figure = plt.gcf()
+            buffer = io.BytesIO()
+            figure.tight_layout()
+            figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+            plots.append((title, base64.b64encode(buffer.getvalue()).decode()))
+        except Exception as exc:  # a plot that cannot be drawn is reported, not fatal
+            plots.append((f"{title} (not drawn: {type(exc).__name__}: {exc})", ""))
+        finally:
+            for number in set(plt.get_fignums()) - before:
+                plt.close(number)
 
     if idata is None:
         return plots
@@ -166,8 +161,13 @@ def _figures(idata):
     if "posterior_predictive" in groups and "observed_data" in groups:
         capture("posterior predictive check", lambda: az.plot_ppc(idata, num_pp_samples=50))
     if "log_likelihood" in groups and "posterior" in groups:
-        capture("PSIS-LOO Pareto k", lambda: az.plot_khat(az.loo(idata, pointwise=True)))
+        for site in list(idata.log_likelihood.data_vars)[:3]:
+            capture(f"PSIS-LOO Pareto k of {site!r}", functools.partial(_plot_loo_khat, az, idata, site))
     return plots
+
+
+def _plot_loo_khat(az, idata, site):
+    az.plot_khat(az.loo(idata, pointwise=True, var_name=site))
 
 
 def _plot_ratios(plt, log_ratio):

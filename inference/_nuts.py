@@ -2,8 +2,10 @@
 
 import jax
 import numpy as np
+from numpyro.diagnostics import split_gelman_rubin
 from numpyro.infer import MCMC, NUTS
 
+from ._checks import R_HAT_MAX
 from ._keys import as_key
 from ._program import bind, merge_chains, posterior_groups, require_numpyro
 from ._result import Result
@@ -43,8 +45,9 @@ def nuts(
     Returns a Result with ``draws`` ``(num_chains, num_samples, ...)`` of every latent
     and deterministic site, ``log_likelihood``, and ``sample_stats`` in ArviZ's names
     (``diverging``, ``acceptance_rate``, ``n_steps``, ``lp``, ``energy``,
-    ``step_size``); ``info`` has ``num_divergences``. ``converged`` is False when a
-    transition diverged.
+    ``step_size``); ``info`` has ``num_divergences``, ``max_split_r_hat`` and
+    ``converged_per_chain`` (no divergent transition in that chain). ``converged``
+    is all of those flags and, with two or more chains, split R-hat below 1.01.
     """
     require_numpyro(model, backend, "nuts")
     num_warmup = check_positive_int("num_warmup", num_warmup, allow_zero=True)
@@ -74,11 +77,16 @@ def nuts(
     stats = {ours: np.asarray(extra[theirs]) for theirs, ours in _STATS.items()}
     stats["lp"] = -stats["lp"]
     divergences = int(stats["diverging"].sum())
+    per_chain = [bool(flag) for flag in ~stats["diverging"].any(axis=1)]
+    r_hat = _max_split_r_hat(grouped, names) if num_chains > 1 else float("nan")
     return Result(
         method="nuts",
         model=model,
-        converged=divergences == 0,
+        converged=all(per_chain) and not r_hat >= R_HAT_MAX,
         info={
+            "n_iter": num_warmup + num_samples,
+            "converged_per_chain": per_chain,
+            "max_split_r_hat": r_hat,
             "num_divergences": divergences,
             "num_warmup": num_warmup,
             "num_chains": num_chains,
@@ -88,3 +96,15 @@ def nuts(
         sample_stats=stats,
         **posterior_groups(program, flat, num_chains=num_chains),
     )
+
+
+def _max_split_r_hat(grouped: dict, names) -> float:
+    """Largest split R-hat over every component (the diagnostics layer reports the
+    rank-normalised version; this one only decides ``converged``)."""
+    worst = 0.0
+    for name in names:
+        values = np.asarray(grouped[name], float)
+        values = values.reshape(values.shape[:2] + (-1,))
+        if values.shape[-1] and np.all(values.std(axis=(0, 1)) > 0):
+            worst = max(worst, float(np.max(split_gelman_rubin(values))))
+    return worst

@@ -4,11 +4,12 @@ import numpy as np
 from numpyro.infer import Predictive
 
 from ._keys import as_key
-from ._program import detect_backend, merge_chains, split_chains
+from ._program import merge_chains, require_numpyro, split_chains
 from ._result import Result
+from ._validation import check_positive_int
 
 
-def predictive(res: Result, *args, num_samples=None, rng_key=0, **kwargs) -> dict[str, np.ndarray]:
+def predictive(res: Result, *args, num_samples=None, rng_key=0, backend=None, **kwargs) -> dict[str, np.ndarray]:
     """Posterior predictive draws of the observed sites of ``res.model(*args, **kwargs)``.
 
     One predictive draw per posterior draw, ``(chain, draw, *shape)``; with
@@ -22,13 +23,13 @@ def predictive(res: Result, *args, num_samples=None, rng_key=0, **kwargs) -> dic
         raise ValueError("predictive needs res.model, the program that was fitted; this Result has none")
     if not res.draws:
         raise ValueError(f"predictive needs posterior draws; this {res.method!r} Result has none")
-    if detect_backend(res.model, None) != "numpyro":
-        raise NotImplementedError("predictive does not take Pyro programs yet")
+    require_numpyro(res.model, backend, "predictive")
     latents = {k: v for k, v in res.draws.items() if k in res.info.get("latent_sites", res.draws)}
     num_chains, num_draws = np.shape(next(iter(latents.values())))[:2]
     if num_samples is not None:
-        if not isinstance(num_samples, int) or not 1 <= num_samples <= num_draws:
-            raise ValueError(f"num_samples must be an int in [1, {num_draws}], got {num_samples!r}")
+        num_samples = check_positive_int("num_samples", num_samples)
+        if num_samples > num_draws:
+            raise ValueError(f"num_samples must be at most the {num_draws} draws per chain, got {num_samples}")
         keep = np.linspace(0, num_draws - 1, num_samples).round().astype(int)
         latents = {k: v[:, keep] for k, v in latents.items()}
     observed = list(res.observed_data)
@@ -40,12 +41,10 @@ def predictive(res: Result, *args, num_samples=None, rng_key=0, **kwargs) -> dic
     return split_chains({k: draws[k] for k in observed}, num_chains)
 
 
-def prior_predictive(model, *args, num_samples: int = 1000, rng_key=0, **kwargs) -> dict[str, np.ndarray]:
+def prior_predictive(model, *args, num_samples: int = 1000, rng_key=0, backend=None, **kwargs) -> dict[str, np.ndarray]:
     """Draws of every sample site of ``model(*args, **kwargs)`` from the prior,
     ``(1, num_samples, *shape)``. Pass the observed sites as ``None`` to draw them."""
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
-    if detect_backend(model, None) != "numpyro":
-        raise NotImplementedError("prior_predictive does not take Pyro programs yet")
+    num_samples = check_positive_int("num_samples", num_samples)
+    require_numpyro(model, backend, "prior_predictive")
     draws = Predictive(model, num_samples=num_samples)(as_key(rng_key), *args, **kwargs)
     return split_chains(draws, 1)

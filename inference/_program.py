@@ -31,7 +31,7 @@ def detect_backend(model, backend: str | None) -> str:
     module = type(model).__module__ or ""
     code = getattr(model, "__code__", None)
     names = (*code.co_names, *code.co_freevars) if code is not None else ()
-    if module.startswith(("pyro", "torch")) or _is_torch_module(model):
+    if module.split(".")[0] in ("pyro", "torch") or _is_torch_module(model):
         return "pyro"
     if "pyro" in names and "numpyro" not in names:
         return "pyro"
@@ -106,8 +106,8 @@ def bind(model, args: tuple, kwargs: dict, *, rng_key, routine: str) -> Program:
     for name, site in trace.items():
         if site["type"] == "deterministic":
             deterministic.append(name)
-        elif site["type"] != "sample":
-            continue
+        elif site["type"] != "sample" or site.get("infer", {}).get("is_auxiliary"):
+            continue  # params, plates, and numpyro.factor terms (auxiliary, not data)
         elif site["is_observed"]:
             observed[name] = _finite_observation(name, site["value"])
         else:

@@ -16,7 +16,6 @@ import pandas as pd
 import xarray as xr
 
 _DRAW_GROUPS = ("sample_stats", "log_likelihood", "posterior_predictive")
-_EXTRA_GROUPS = ("fit_trace", "marginals", "params")
 
 
 def _arviz():
@@ -158,7 +157,7 @@ class Result:
         """Read a result written by :meth:`save`. ``model`` is ``None``."""
         az = _arviz()
         idata = az.from_netcdf(str(path), engine="h5netcdf")
-        attrs = _first_attrs(idata)
+        attrs = result_attrs(idata)
 
         def group(name):
             if name not in idata.groups():
@@ -179,11 +178,11 @@ class Result:
         )
 
 
-def _first_attrs(idata) -> dict:
+def result_attrs(idata) -> dict:
+    """The attrs a Result wrote (method, model_class, converged, info), wherever they sit."""
     for name in idata.groups():
-        attrs = idata[name].attrs
-        if "method" in attrs:
-            return attrs
+        if "method" in idata[name].attrs:
+            return dict(idata[name].attrs)
     return dict(idata.attrs)
 
 

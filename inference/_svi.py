@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 import optax
+from numpyro import handlers
 from numpyro.infer import SVI, Predictive, Trace_ELBO
 from numpyro.infer.util import log_density
 from numpyro.optim import optax_to_numpyro
@@ -69,7 +70,8 @@ _FAMILIES = {
     "lowrank": _Family(
         lambda loc, rank: {
             "loc": loc,
-            "cov_factor": jnp.zeros((loc.size, rank)) + 1e-3,
+            # small distinct columns: identical ones would get identical gradients
+            "cov_factor": 1e-2 * jax.random.normal(jax.random.PRNGKey(0), (loc.size, rank), loc.dtype),
             "raw_diag": jnp.full_like(loc, _softplus_inverse(_INIT_SCALE)),
         },
         lambda p: dist.LowRankMultivariateNormal(p["loc"], p["cov_factor"], jax.nn.softplus(p["raw_diag"]) ** 2),
@@ -120,19 +122,20 @@ def svi(
     learning_rate : float
         First step size of the default schedule (module docstring).
     optimizer : optax.GradientTransformation, optional
-        Replaces the default ``optax.adam(schedule)``; iterate averaging over the
-        second half still applies.
+        Replaces the default ``optax.adam(schedule)`` (``learning_rate`` is then not
+        used); iterate averaging over the second half still applies.
     rank : int, optional
-        Rank of the ``lowrank`` family; default ``ceil(sqrt(dim))``.
+        Rank of the ``lowrank`` family (only); default ``ceil(sqrt(dim))``.
 
     The Gaussian families start with their mean at the mode of the unconstrained
     density (found by L-BFGS) and scale 0.1: starting far from it, Adam's second
     moment remembers the early huge gradients and the scales then crawl.
 
     Returns a Result with ``draws`` ``(1, num_samples, ...)`` (none for ``delta``),
-    ``params`` (the family's mean mapped to the constrained space, or the point for
-    ``delta``), ``trace["elbo"]`` per step, ``sample_stats["log_p"]``/``["log_q"]``
-    for Pareto k-hat, and ``info["guide_params"]`` (the fitted raw parameters).
+    ``params`` (the family's mean mapped to the constrained space, the point for
+    ``delta``, and the mean of the draws for a guide program), ``trace["elbo"]`` per
+    step, ``sample_stats["log_p"]``/``["log_q"]`` for Pareto k-hat, and
+    ``info["guide_params"]`` (the fitted raw parameters).
     ``converged`` is True when the ELBO has plateaued: the mean of its last tenth
     differs from the tenth before by less than three standard errors.
     """
@@ -147,6 +150,10 @@ def svi(
         raise TypeError(f"guide must be one of {GUIDES} or a callable, got {type(guide).__name__}")
     if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(f"optimizer must be an optax.GradientTransformation, got {optimizer!r}")
+    if rank is not None and guide != "lowrank":
+        raise ValueError(f"rank applies to guide='lowrank' only; got rank={rank} with guide={guide!r}")
+    if guide == "delta" and num_particles != 1:
+        raise ValueError(f"a delta guide has nothing to average over particles; got num_particles={num_particles}")
     optimizer = optimizer or optax.adam(default_schedule(learning_rate, num_steps))
 
     init_key, fit_key, draw_key = jax.random.split(as_key(rng_key), 3)
@@ -156,8 +163,7 @@ def svi(
         return _fit_guide_program(program, guide, fit_key, draw_key, num_particles, num_samples, **options)
     if guide == "delta":
         return _fit_delta(program, fit_key, **options)
-    rank = rank if rank is not None else int(np.ceil(np.sqrt(program.dim)))
-    rank = check_positive_int("rank", rank)
+    rank = check_positive_int("rank", rank) if rank is not None else int(np.ceil(np.sqrt(program.dim)))
     return _fit_gaussian(program, guide, rank, fit_key, draw_key, num_particles, num_samples, **options)
 
 
@@ -233,6 +239,11 @@ def _fit_guide_program(program, guide, fit_key, draw_key, num_particles, num_sam
     except Exception as exc:
         raise ValueError(f"svi: the guide raised {type(exc).__name__}: {exc}") from exc
     raw = engine.optim.get_params(svi_state.optim_state)
+    guide_trace = handlers.trace(handlers.seed(handlers.substitute(guide, data=engine.constrain_fn(raw)), init_key))
+    sampled = {name for name, site in guide_trace.get_trace(*args, **kwargs).items() if site["type"] == "sample"}
+    missing = sorted(set(program.latent_shapes) - sampled)
+    if missing:
+        raise ValueError(f"svi: the guide must sample every latent site of the model; it leaves out {missing}")
 
     def loss_fn(raw_params, key):
         return engine.loss.loss(key, engine.constrain_fn(raw_params), model, guide, *args, **kwargs)
@@ -240,16 +251,17 @@ def _fit_guide_program(program, guide, fit_key, draw_key, num_particles, num_sam
     raw, elbo = _fit(loss_fn, raw, run_key, desc="svi (guide)", **options)
     params = engine.constrain_fn(raw)
     sample_key, det_key = jax.random.split(draw_key)
-    latent_names = list(program.latent_shapes)
     guide_draws = Predictive(guide, params=params, num_samples=num_samples)(sample_key, *args, **kwargs)
-    latents = {k: guide_draws[k] for k in latent_names}
+    latents = {k: guide_draws[k] for k in program.latent_shapes}
     log_q = jax.vmap(lambda s: log_density(guide, args, kwargs, {**params, **s})[0])(guide_draws)
     log_p = jax.vmap(lambda s: log_density(model, args, kwargs, s)[0])(latents)
     flat = dict(latents)
     if program.deterministic_names:
         names = list(program.deterministic_names)
         flat.update(Predictive(model, posterior_samples=latents, return_sites=names)(det_key, *args, **kwargs))
-    return _result(program, "custom", params, params, elbo, num_particles, (flat, log_p, log_q))
+    # a guide program has no mode to report: its point estimate is the mean under q
+    point = {k: np.mean(np.asarray(v), axis=0) for k, v in flat.items()}
+    return _result(program, "custom", params, point, elbo, num_particles, (flat, log_p, log_q))
 
 
 def _result(program, guide, params, point, elbo, num_particles, draws=None) -> Result:

@@ -8,7 +8,7 @@ import numpy as np
 
 
 def check_positive_int(name: str, value, *, allow_zero: bool = False) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
+    if isinstance(value, bool | np.bool_) or not isinstance(value, Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     low = 0 if allow_zero else 1
     if value < low:
@@ -38,17 +38,3 @@ def check_choice(name: str, value, options: Iterable[str]) -> str:
     if value not in options:
         raise ValueError(f"{name} must be one of {options}, got {value!r}")
     return value
-
-
-def check_finite(name: str, value) -> np.ndarray:
-    """Return ``value`` as a float array, refusing NaN and infinity."""
-    array = np.asarray(value)
-    if array.dtype == object:
-        raise TypeError(f"{name} must be numeric, got an array of Python objects")
-    if np.issubdtype(array.dtype, np.number) and not np.all(np.isfinite(array)):
-        bad = np.argwhere(~np.isfinite(array))
-        raise ValueError(
-            f"{name} contains {len(bad)} non-finite value(s) (NaN or inf), "
-            f"first at index {tuple(int(i) for i in bad[0])}"
-        )
-    return array

@@ -1,5 +1,6 @@
 """Bad input gets a clear error naming the problem; same key, same numbers; save/load."""
 
+import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
@@ -7,6 +8,7 @@ import pytest
 
 from bayeskit.inference import (
     Result,
+    diagnose,
     laplace,
     map_estimate,
     nuts,
@@ -140,3 +142,54 @@ def test_pyro_functions_are_recognised_by_the_module_they_call():
 
     with pytest.raises(NotImplementedError, match="does not take Pyro programs yet"):
         svi(pyro_model, progress=False)
+
+
+def two_outcomes(x, y1=None, y2=None):
+    a = numpyro.sample("a", dist.Normal(0.0, 1.0))
+    b = numpyro.sample("b", dist.Normal(0.0, 1.0))
+    numpyro.factor("soft_constraint", -0.5 * (a - b) ** 2)  # a penalty, not data
+    with numpyro.plate("data", x.shape[0]):
+        numpyro.sample("y1", dist.Normal(a * x, 1.0), obs=y1)
+        numpyro.sample("y2", dist.Poisson(jnp.exp(b * x)), obs=y2)
+
+
+def test_several_observed_sites_and_factor_terms_go_through_every_step():
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=40)
+    y1, y2 = 0.5 * x + rng.normal(size=40), rng.poisson(np.exp(0.3 * x))
+    for res in (
+        laplace(two_outcomes, x, y1=y1, y2=y2, progress=False),
+        nuts(two_outcomes, x, y1=y1, y2=y2, num_warmup=200, num_samples=200, num_chains=2, progress=False),
+    ):
+        assert set(res.observed_data) == {"y1", "y2"} and set(res.log_likelihood) == {"y1", "y2"}
+        report = diagnose(res)
+        assert [c.message.split("'")[1] for c in report.checks if c.name == "loo"] == ["y1", "y2"]
+        draws = predictive(res, x)
+        assert set(draws) == {"y1", "y2"} and draws["y2"].shape[2:] == (40,)
+
+
+def test_svi_refuses_options_it_would_ignore_and_guides_that_miss_a_site():
+    with pytest.raises(ValueError, match="rank applies to guide='lowrank' only"):
+        svi(examples.linear_regression, X, y=Y, guide="mvn", rank=2, progress=False)
+    with pytest.raises(ValueError, match="num_particles=4"):
+        svi(examples.linear_regression, X, y=Y, guide="delta", num_particles=4, progress=False)
+
+    def partial_guide(x, y1=None, y2=None):
+        numpyro.sample("a", dist.Normal(numpyro.param("loc", 0.0), 1.0))
+
+    x = np.linspace(-1, 1, 10)
+    with pytest.raises(ValueError, match=r"leaves out \['b'\]"):
+        svi(two_outcomes, x, y1=x, y2=np.ones(10), guide=partial_guide, num_steps=10, progress=False)
+
+
+def test_reports_leave_the_users_figures_and_backend_alone(tmp_path):
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    backend = matplotlib.get_backend()
+    figure = plt.figure()
+    res = laplace(examples.linear_regression, X, y=Y, num_samples=200, progress=False)
+    diagnose(res).to_html(tmp_path / "r.html")
+    assert matplotlib.get_backend() == backend
+    assert plt.get_fignums() == [figure.number]
+    plt.close(figure)
