@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.spatial
+import scipy.special
 
 from ._result import Result, _arviz, result_attrs
 
@@ -200,27 +201,45 @@ def objective_check(idata, context) -> list[Check]:
 
 
 def loo_check(idata, context) -> list[Check]:
-    """PSIS-LOO per observed site (Vehtari et al. 2017). Draws from an approximation
-    (Laplace, SVI) are used as if they were posterior draws: trust the result only
-    where ``pareto_khat`` passes."""
+    """PSIS-LOO per observed site (Vehtari et al. 2017).
+
+    Draws from an approximation q with a known density (``sample_stats`` has
+    ``log_p`` and ``log_q``) are first reweighted towards the posterior: the
+    leave-one-out ratios are ``p(z) / q(z) / p(y_i | z)`` (Magnusson et al. 2019).
+    """
     if "log_likelihood" not in idata.groups() or "posterior" not in idata.groups():
         return []
-    az = _arviz()
+    ratios = importance_ratios(idata)
     checks = []
     for site, values in idata.log_likelihood.data_vars.items():
         if values.size == 0:
             continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            loo = az.loo(idata, pointwise=True, var_name=site)
-        k = np.asarray(loo.pareto_k)
+        if ratios is None:
+            elpd, se, k = _loo_from_posterior(idata, site)
+        else:
+            elpd, se, k = _loo_from_approximation(np.asarray(values, float), ratios)
         bad = int(np.sum(k > LOO_K_MAX))
         message = (
-            f"PSIS-LOO of {site!r}: elpd {loo.elpd_loo:.2f} (se {loo.se:.2f}); "
-            f"{bad} of {k.size} points with Pareto k > {LOO_K_MAX}"
+            f"PSIS-LOO of {site!r}: elpd {elpd:.2f} (se {se:.2f}); {bad} of {k.size} points with Pareto k > {LOO_K_MAX}"
         )
         checks.append(Check("loo", "ok" if bad == 0 else "warn", float(k.max()), LOO_K_MAX, message))
     return checks
+
+
+def _loo_from_posterior(idata, site):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loo = _arviz().loo(idata, pointwise=True, var_name=site)
+    return float(loo.elpd_loo), float(loo.se), np.asarray(loo.pareto_k)
+
+
+def _loo_from_approximation(log_lik, log_ratio):
+    log_lik = log_lik.reshape(log_ratio.size, -1).T  # (observation, draw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        log_weights, k = _arviz().psislw(log_ratio[None, :] - log_lik)
+    pointwise = scipy.special.logsumexp(log_weights + log_lik, axis=1)
+    return float(pointwise.sum()), float(np.sqrt(pointwise.size * np.var(pointwise))), np.atleast_1d(k)
 
 
 def reference_check(idata, context) -> list[Check]:

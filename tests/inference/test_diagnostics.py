@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from bayeskit.inference import Check, Result, diagnose, nuts, register_check
+from bayeskit.inference import Check, Result, diagnose, laplace, nuts, register_check
 from bayeskit.inference._checks import energy_distance_test, khat_threshold
 from bayeskit.models import data, examples
 
@@ -112,3 +112,39 @@ def test_objective_trace_fails_an_unconverged_optimiser_and_reads_the_elbo_plate
     rising = flat + np.linspace(0, 50, 2000)
     assert diagnose(Result(method="svi", trace={"elbo": flat}))["objective_trace"].status == "ok"
     assert diagnose(Result(method="svi", trace={"elbo": rising}))["objective_trace"].status == "warn"
+
+
+def test_loo_matches_brute_force_leave_one_out_for_exact_and_approximate_draws():
+    """Conjugate regression: the exact LOO predictive density is closed form. PSIS-LOO on
+    NUTS draws and on Laplace draws reweighted by log p - log q must both reach it."""
+    from scipy.stats import norm
+
+    from bayeskit.inference._checks import _loo_from_approximation
+
+    rng = np.random.default_rng(9)
+    X = rng.normal(size=(50, 2))
+    y = X @ np.array([1.0, -1.0]) + rng.normal(size=50)
+    exact = 0.0
+    for i in range(50):
+        keep = np.arange(50) != i
+        mean, cov = examples.linear_regression_posterior(X[keep], y[keep])
+        exact += norm.logpdf(y[i], X[i] @ mean, np.sqrt(1 + X[i] @ cov @ X[i]))
+
+    def elpd(report):
+        message = report["loo"].message
+        return float(message.split("elpd ")[1].split(" ")[0])
+
+    mcmc = nuts(examples.linear_regression, X, y=y, num_warmup=500, num_samples=1000, progress=False)
+    approx = laplace(examples.linear_regression, X, y=y, num_samples=4000, progress=False)
+    assert abs(elpd(diagnose(mcmc)) - exact) < 0.2
+    assert abs(elpd(diagnose(approx)) - exact) < 0.2
+    # a deliberately wrong proposal, twice too wide, is corrected by the weights
+    z = rng.normal(size=(4000, 2))
+    mean, cov = examples.linear_regression_posterior(X, y)
+    chol = np.linalg.cholesky(cov)
+    w = mean + 2.0 * z @ chol.T
+    log_lik = norm.logpdf(y[None, :], w @ X.T, 1.0)
+    log_p = norm.logpdf(w, 0, 1).sum(1) + log_lik.sum(1)
+    log_q = -0.5 * np.sum(z**2, 1) - np.log(np.diag(2.0 * chol)).sum()  # up to a constant
+    corrected, _, k = _loo_from_approximation(log_lik, log_p - log_q)
+    assert abs(corrected - exact) < 0.3 and k.max() < 0.7
