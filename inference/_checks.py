@@ -248,7 +248,11 @@ def reference_check(idata, context) -> list[Check]:
         return []
     ours = _posterior_values(idata)
     theirs = _reference_draws(reference, ours)
-    x = np.concatenate([ours[k].reshape(-1, int(np.prod(ours[k].shape[2:], dtype=int))) for k in theirs], 1)
+    x = np.concatenate([_thinned(ours[k]).reshape(-1, int(np.prod(ours[k].shape[2:], dtype=int))) for k in theirs], 1)
+    if isinstance(reference, Result):
+        theirs = {
+            k: _thinned(np.asarray(reference.draws[k], float)).reshape((-1,) + v.shape[1:]) for k, v in theirs.items()
+        }
     y = np.concatenate([theirs[k].reshape(len(theirs[k]), -1) for k in theirs], 1)
     distance, critical = energy_distance_test(x, y, rng=np.random.default_rng(0))
     status = "ok" if distance <= critical else "fail"
@@ -257,6 +261,19 @@ def reference_check(idata, context) -> list[Check]:
         f"threshold is the permutation test's {1 - REFERENCE_ALPHA:.0%} quantile"
     )
     return [Check("reference", status, distance, critical, message)]
+
+
+def _thinned(draws: np.ndarray) -> np.ndarray:
+    """Keep every k-th draw of each chain, k = draws / ESS, so autocorrelated MCMC
+    draws are close to independent, as the permutation test assumes."""
+    chains, num_draws = draws.shape[:2]
+    flat = draws.reshape(chains, num_draws, -1)
+    az = _arviz()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ess = [float(az.ess(flat[:, :, i])) for i in range(flat.shape[-1]) if np.std(flat[:, :, i]) > 0]
+    step = max(1, int(chains * num_draws / max(min(ess, default=chains * num_draws), 1.0)))
+    return draws[:, ::step]
 
 
 def _reference_draws(reference, ours: dict) -> dict[str, np.ndarray]:
