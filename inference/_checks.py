@@ -15,7 +15,7 @@ import numpy as np
 import scipy.spatial
 import scipy.special
 
-from ._result import Result, _arviz, result_attrs
+from ._result import Result, _arviz, class_name, result_attrs
 
 R_HAT_MAX = 1.01  # Vehtari et al. (2021)
 ESS_MIN = 400  # in total over chains, Vehtari et al. (2021)
@@ -42,13 +42,9 @@ _MODEL_CHECKS: dict[str, list[CheckFn]] = {}
 def register_check(model_class: str | type, check: CheckFn) -> CheckFn:
     """Run ``check(idata, context)`` on every InferenceData whose ``attrs["model_class"]``
     names ``model_class`` (a class or its ``module.QualName``)."""
-    key = model_class if isinstance(model_class, str) else f"{model_class.__module__}.{model_class.__qualname__}"
+    key = model_class if isinstance(model_class, str) else class_name(model_class)
     _MODEL_CHECKS.setdefault(key, []).append(check)
     return check
-
-
-def model_checks(model_class: str) -> list[CheckFn]:
-    return list(_MODEL_CHECKS.get(model_class, []))
 
 
 def _posterior_values(idata) -> dict[str, np.ndarray]:
@@ -319,7 +315,7 @@ def energy_distance_test(x, y, *, rng, max_points: int = 1000, num_permutations:
 def registered_checks(idata, context) -> list[Check]:
     attrs = result_attrs(idata)
     checks = []
-    for check in model_checks(str(attrs.get("model_class", ""))):
+    for check in _MODEL_CHECKS.get(str(attrs.get("model_class", "")), []):
         checks.extend(check(idata, context))
     return checks
 

@@ -96,7 +96,7 @@ class Result:
         az = _arviz()
         attrs = {
             "method": self.method,
-            "model_class": _class_name(self.model),
+            "model_class": class_name(self.model),
             "converged": int(bool(self.converged)),
             "info": json.dumps(_jsonable(self.info)),
         }
@@ -186,7 +186,7 @@ def result_attrs(idata) -> dict:
     return dict(idata.attrs)
 
 
-def _class_name(model) -> str:
+def class_name(model) -> str:
     if model is None:
         return ""
     kind = model if isinstance(model, type) else type(model)
