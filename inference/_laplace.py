@@ -120,8 +120,8 @@ def _newton_polish(potential, mode):
     hessian = hessian_fn(mode)
     taken = 0
     for _ in range(_NEWTON_STEPS):
-        factor, jitter = robust_cholesky(hessian, max_tries=0)
-        if float(jitter) > 0 or not bool(jnp.all(jnp.isfinite(factor))):
+        factor = jnp.linalg.cholesky(hessian)  # NaN unless positive definite: then stop
+        if not bool(jnp.all(jnp.isfinite(factor))):
             break
         step = jax.scipy.linalg.cho_solve((factor, True), grad_fn(mode))
         candidate = mode - step
