@@ -179,7 +179,7 @@ def _fit(loss_fn, params, key, *, num_steps, optimizer, progress, desc):
     """Run ``loss_fn(params, key)`` through the optimiser with tail averaging."""
     start = num_steps // 2
 
-    def step(state: _State):
+    def step(state: _State, _data):
         key, sub = jax.random.split(state.key)
         loss, grads = jax.value_and_grad(loss_fn)(state.params, sub)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)

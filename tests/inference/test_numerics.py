@@ -34,7 +34,7 @@ def test_log_normalize_matches_direct_computation():
 
 
 def test_driver_stops_at_convergence_and_freezes_finished_chains():
-    def step(x):
+    def step(x, _data):
         return x / 2, {"f": x}
 
     monitor = _driver.absolute_change("f", 1e-3)
@@ -56,7 +56,7 @@ def test_driver_stops_at_convergence_and_freezes_finished_chains():
 
 
 def test_driver_stops_at_a_non_finite_objective_and_keeps_the_last_good_state():
-    def step(x):
+    def step(x, _data):
         return x + 1, {"f": jnp.where(x > 3, jnp.nan, x)}
 
     out = _driver.run(step, jnp.asarray(0.0), max_iter=10, objective="f", progress=False)
@@ -66,7 +66,33 @@ def test_driver_stops_at_a_non_finite_objective_and_keeps_the_last_good_state():
 
 def test_driver_runs_exactly_max_iter_without_a_monitor():
     out = _driver.run(
-        lambda x: (x + 1, {"f": x}), jnp.asarray(0), max_iter=250, objective="f", chunk_size=100, progress=False
+        lambda x, _data: (x + 1, {"f": x}), jnp.asarray(0), max_iter=250, objective="f", chunk_size=100, progress=False
     )
     assert int(out.state) == 250 and out.trace["f"].shape == (250,)
     assert jax.numpy.asarray(out.trace["f"])[-1] == 249
+
+
+def test_driver_passes_data_to_every_chain_and_keeps_array_info_per_chain():
+    def step(x, data):
+        return x + data["shift"], {"f": x, "both": jnp.stack([x, -x])}
+
+    out = _driver.run(
+        step,
+        jnp.array([0.0, 10.0]),
+        data={"shift": jnp.asarray(2.0)},
+        max_iter=3,
+        objective="f",
+        num_chains=2,
+        progress=False,
+    )
+    np.testing.assert_allclose(out.state, [6.0, 16.0])
+    assert out.trace["both"].shape == (2, 3, 2)
+    np.testing.assert_allclose(out.trace["both"][1, :, 1], [-10.0, -12.0, -14.0])
+
+
+def test_python_driver_stops_at_a_non_finite_objective():
+    def step(total, item):
+        return total + item, {"f": np.inf if item == 3 else 1.0}
+
+    out = _driver.run_python(step, 0, range(10), objective="f", progress=False)
+    assert bool(out.failed) and out.state == 0 + 1 + 2 and out.trace["f"].shape == (3,)
