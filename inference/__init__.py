@@ -2,14 +2,17 @@
 
 from bayeskit.models import _config  # noqa: F401  (float64 in JAX unless BAYESKIT_X64=0)
 
+from . import _mixture_checks  # noqa: F401  (registers the mixture diagnostics)
 from ._checks import Check, register_check
 from ._diagnostics import Report, diagnose
+from ._em import em, online_em, select_n_components
 from ._errors import ConvergenceError
 from ._laplace import laplace
 from ._map import map_estimate
 from ._nuts import nuts
 from ._predictive import predictive, prior_predictive
 from ._result import Result
+from ._schedules import RobbinsMonro
 from ._svi import svi
 
 __all__ = [
@@ -17,12 +20,16 @@ __all__ = [
     "ConvergenceError",
     "Report",
     "Result",
+    "RobbinsMonro",
     "diagnose",
+    "em",
     "laplace",
     "map_estimate",
     "nuts",
+    "online_em",
     "predictive",
     "prior_predictive",
     "register_check",
+    "select_n_components",
     "svi",
 ]

@@ -4,6 +4,8 @@ ArviZ is touched here and in the diagnostics layer only, so moving to another
 ArviZ major version changes two files.
 """
 
+import dataclasses
+import importlib
 import json
 import logging
 import warnings
@@ -100,6 +102,9 @@ class Result:
             "converged": int(bool(self.converged)),
             "info": json.dumps(_jsonable(self.info)),
         }
+        config = _model_config(self.model)
+        if config is not None:
+            attrs["model_config"] = json.dumps(config)
         groups = {
             name: {k: np.asarray(v) for k, v in getattr(self, name).items()}
             for name in ("draws", "observed_data", *_DRAW_GROUPS)
@@ -154,7 +159,11 @@ class Result:
 
     @classmethod
     def load(cls, path) -> "Result":
-        """Read a result written by :meth:`save`. ``model`` is ``None``."""
+        """Read a result written by :meth:`save`.
+
+        ``model`` is rebuilt when it is one of bayeskit's model classes (from its class
+        and arguments, holding the saved ``params``); otherwise it is ``None``.
+        """
         az = _arviz()
         idata = az.from_netcdf(str(path), engine="h5netcdf")
         attrs = result_attrs(idata)
@@ -164,10 +173,11 @@ class Result:
                 return {}
             return {k: np.asarray(v.values) for k, v in idata[name].data_vars.items()}
 
+        params = group("params")
         return cls(
             method=str(attrs["method"]),
-            model=None,
-            params=group("params"),
+            model=_rebuild_model(attrs, params),
+            params=params,
             draws=group("posterior"),
             marginals=group("marginals"),
             trace=group("fit_trace"),
@@ -193,6 +203,23 @@ def class_name(model) -> str:
     if kind.__name__ == "function":
         return f"function {getattr(model, '__qualname__', '')}"
     return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _model_config(model) -> dict | None:
+    """The arguments that rebuild one of bayeskit's model classes (fitted parameters
+    travel in the params group), or None for anything else."""
+    if not (dataclasses.is_dataclass(model) and type(model).__module__.startswith("bayeskit.models")):
+        return None
+    return {f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.name != "params"}
+
+
+def _rebuild_model(attrs: dict, params: dict):
+    if "model_config" not in attrs:
+        return None
+    module, _, name = str(attrs["model_class"]).rpartition(".")
+    model = getattr(importlib.import_module(module), name)(**json.loads(attrs["model_config"]))
+    has_params = any(f.name == "params" for f in dataclasses.fields(model))
+    return dataclasses.replace(model, params=params) if has_params and params else model
 
 
 def _trace_dataset(trace: dict) -> xr.Dataset:

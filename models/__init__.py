@@ -1,5 +1,6 @@
 """Model classes, kernels, bases and embedded datasets (``bayeskit.models``)."""
 
 from . import _config  # noqa: F401  (turns on float64 in JAX unless BAYESKIT_X64=0)
+from ._mixture import GaussianMixture
 
-__all__: list[str] = []
+__all__ = ["GaussianMixture"]

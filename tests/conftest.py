@@ -13,3 +13,25 @@ def regression_data():
     y = X @ rng.normal(size=10) + rng.normal(size=1000)
     mean, cov = examples.linear_regression_posterior(X, y)
     return X, y, mean, cov
+
+
+@pytest.fixture(scope="session")
+def iris():
+    """Fisher's iris measurements, (150, 4)."""
+    from bayeskit.models import data
+
+    d = data.load("iris")
+    return np.column_stack([d[k] for k in ("sepal_length", "sepal_width", "petal_length", "petal_width")])
+
+
+@pytest.fixture(scope="session")
+def three_clusters():
+    """3,000 points from a known three-component mixture in 2-D, with its parameters."""
+    rng = np.random.default_rng(3)
+    weights = np.array([0.5, 0.3, 0.2])
+    means = np.array([[-4.0, 0.0], [0.0, 4.0], [4.0, -1.0]])
+    covariances = np.array([[[1.0, 0.5], [0.5, 1.0]], [[0.5, 0.0], [0.0, 2.0]], [[1.5, -0.7], [-0.7, 1.0]]])
+    z = rng.choice(3, size=3000, p=weights)
+    noise = np.einsum("nde,ne->nd", np.linalg.cholesky(covariances)[z], rng.normal(size=(3000, 2)))
+    x = means[z] + noise
+    return x, {"weights": weights, "means": means, "covariances": covariances}

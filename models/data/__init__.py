@@ -5,7 +5,7 @@ from importlib import resources
 
 import numpy as np
 
-NAMES = ("eight_schools", "kidiq")
+NAMES = ("eight_schools", "iris", "kidiq", "old_faithful")
 
 
 def load(name: str) -> dict[str, np.ndarray]:
