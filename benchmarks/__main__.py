@@ -2,9 +2,9 @@
 
 import sys
 
-from . import generic_routines
+from . import generic_routines, mixtures
 
-BENCHMARKS = {"generic_routines": generic_routines.main}
+BENCHMARKS = {"generic_routines": generic_routines.main, "mixtures": mixtures.main}
 
 
 def main(argv: list[str]) -> int:

@@ -22,7 +22,9 @@ functions of the model's native parameters:
 ``interpolate_stats(old, new, step_size)``
     the statistics of ``(1 - step_size) old + step_size new`` (online EM only);
 ``with_params(params)``, ``num_parameters(dim)``
-    the fitted model, and its number of free parameters (for BIC and AIC).
+    the fitted model, and its number of free parameters (for BIC and AIC);
+``n_components``
+    the fewest points with positive weight the model can be fitted to.
 
 :class:`bayeskit.models.GaussianMixture` is the first such model.
 """
@@ -31,10 +33,10 @@ import dataclasses
 import itertools
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -51,6 +53,7 @@ from ._schedules import RobbinsMonro
 from ._validation import check_choice, check_positive_float, check_positive_int
 
 CRITERIA = ("bic", "aic")
+INIT_POINTS = 1000  # online EM starts from batch EM on at least this many leading points
 
 
 def em(
@@ -121,29 +124,14 @@ def em(
         if num_inits != 1:
             raise ValueError(f"means_init fixes the initialisation, so num_inits must be 1, got {num_inits}")
 
-    keys = jax.random.split(as_key(rng_key), num_inits)
-    data = _prepare(model, x)
-    params, repaired_at_start = _initialize(model, keys, data, weights, means_init, init=init, reg_covar=reg_covar)
-    out = _driver.run(
-        _EMStep(model, reg_covar),
-        params,
-        data=(data, weights),
-        max_iter=max_iter,
-        objective="log_likelihood",
-        monitor=_driver.absolute_change("log_likelihood", tol),
-        num_chains=num_inits,
-        progress=progress,
-        desc="em",
+    fit = _batch_em(
+        model, x, weights, rng_key, num_inits, init, means_init, reg_covar, max_iter, tol, progress=progress
     )
-    final = np.asarray(_lower_bounds(model, out.state, data, weights))
-    final = np.where(out.failed | ~np.isfinite(final), -np.inf, final)
-    if not np.isfinite(final).any():
-        raise ConvergenceError("em: every restart produced a non-finite log-likelihood; check x and reg_covar")
-    best = int(np.argmax(final))
+    out, final, best = fit.out, fit.final, fit.best
     fitted = model.with_params(jax.tree.map(lambda leaf: leaf[best], out.state))
 
     trace = out.trace["log_likelihood"]
-    repairs = _repairs(np.asarray(repaired_at_start), out.trace["repaired"])
+    repairs = _repairs(fit.repaired_at_start, out.trace["repaired"])
     total = float(jnp.sum(weights))
     log_lik_total = float(final[best]) * total
     num_parameters = fitted.num_parameters(x.shape[1])
@@ -174,6 +162,37 @@ def em(
         converged=bool(out.converged[best]),
         info=info,
     )
+
+
+class _BatchFit(NamedTuple):
+    out: _driver.RunOutput  # the restarts' final native parameters, traces, flags
+    final: np.ndarray  # final bound per restart, -inf where a restart failed
+    best: int
+    repaired_at_start: np.ndarray  # (num_inits, K)
+
+
+def _batch_em(model, x, weights, rng_key, num_inits, init, means_init, reg_covar, max_iter, tol, *, progress):
+    """Batch EM on validated data, restarts vmapped: the loop behind ``em``, also used
+    to initialise ``online_em`` from the first batches."""
+    keys = jax.random.split(as_key(rng_key), num_inits)
+    data = _prepare(model, x)
+    params, repaired_at_start = _initialize(model, keys, data, weights, means_init, init=init, reg_covar=reg_covar)
+    out = _driver.run(
+        _EMStep(model, reg_covar),
+        params,
+        data=(data, weights),
+        max_iter=max_iter,
+        objective="log_likelihood",
+        monitor=_driver.absolute_change("log_likelihood", tol),
+        num_chains=num_inits,
+        progress=progress,
+        desc="em",
+    )
+    final = np.asarray(_lower_bounds(model, out.state, data, weights))
+    final = np.where(out.failed | ~np.isfinite(final), -np.inf, final)
+    if not np.isfinite(final).any():
+        raise ConvergenceError("em: every restart produced a non-finite log-likelihood; check x and reg_covar")
+    return _BatchFit(out, final, int(np.argmax(final)), np.asarray(repaired_at_start))
 
 
 @dataclass(frozen=True)
@@ -221,6 +240,7 @@ def online_em(
     step_size: RobbinsMonro | None = None,
     rng_key=0,
     init: str = "kmeans++",
+    num_inits: int = 1,
     reg_covar: float = 1e-6,
     progress: bool = True,
 ) -> Result:
@@ -230,7 +250,10 @@ def online_em(
     :math:`s_t = s_{t-1} + \eta_t (\hat s(B_t; \theta_{t-1}) - s_{t-1})`, and the
     parameters are the M-step of :math:`s_t`. With Robbins–Monro step sizes
     :math:`\eta_t` this converges to a stationary point of the likelihood of the
-    whole stream, while only one batch is ever in memory.
+    whole stream, while only one batch is ever in memory. When the number of
+    batches is known (an array, or a list of batches) the answer is the M-step of
+    the statistics averaged over the second half of them (Polyak–Ruppert
+    averaging, which removes most of the noise the last steps still carry).
 
     Parameters
     ----------
@@ -247,20 +270,23 @@ def online_em(
     step_size : RobbinsMonro, optional
         Step sizes; default ``RobbinsMonro(a=1.0, b=1.0, gamma=0.6)``. The first step
         must be at most 1 (a larger step extrapolates past the new statistics).
-    init, reg_covar
-        As in :func:`em`; the initialisation uses the first batches (at least ``10 K``
-        points where the stream has them).
+    init, num_inits, reg_covar
+        The start is batch EM (:func:`em` with these options, at most 100
+        iterations) on the leading batches, at least 1,000 points or ``10 K`` where the
+        stream has them; those batches are then streamed like the others.
 
     Returns
     -------
     Result
         ``params``, ``model``, ``trace["log_likelihood"]`` (each batch's mean
         log-likelihood before its update: a noisy curve, not a monotone one) and
-        ``info`` with ``num_batches``, ``num_points_seen``, ``step_size``,
-        ``repairs`` and, when an array was given, ``log_likelihood`` on all of it.
+        ``info`` with ``num_batches``, ``num_points_seen``, ``num_averaged`` (batches
+        in the average), ``step_size``, ``repairs`` and, when an array was given,
+        ``log_likelihood`` on all of it.
     """
     started = time.perf_counter()
     num_epochs = check_positive_int("num_epochs", num_epochs)
+    num_inits = check_positive_int("num_inits", num_inits)
     check_choice("init", init, INITS)
     reg_covar = check_positive_float("reg_covar", reg_covar, allow_zero=True)
     step_size = RobbinsMonro(a=1.0, b=1.0, gamma=0.6) if step_size is None else step_size
@@ -268,7 +294,7 @@ def online_em(
         raise TypeError(f"step_size must be a RobbinsMonro schedule, got {type(step_size).__name__}")
     if step_size(0) > 1:
         raise ValueError(f"step_size must start at most 1 (stepwise EM interpolates), got step_size(0)={step_size(0)}")
-    init_key, shuffle_key = jax.random.split(as_key(rng_key))
+    rng_key, shuffle_key = jax.random.split(as_key(rng_key))
 
     full_x = None
     if _is_array(batches_or_x):
@@ -282,22 +308,22 @@ def online_em(
         if num_epochs > 1 and iter(batches_or_x) is batches_or_x:
             raise ValueError("num_epochs > 1 needs a re-iterable of batches (a list), not a one-shot iterator")
         batches = itertools.chain.from_iterable(itertools.repeat(batches_or_x, num_epochs))
-        warnings, num_batches = [], None
-        batches = (_check_batch(b, i) for i, b in enumerate(batches))
+        warnings = []
+        num_batches = num_epochs * len(batches_or_x) if isinstance(batches_or_x, Sequence) else None
+        batches = _checked_batches(batches)
+    # Polyak–Ruppert: average the statistics over the second half of the batches
+    average_from = num_batches // 2 if num_batches else math.inf
 
-    first, batches = _first_batches(batches, 10 * model.n_components)
-    _check_data(model, first, None)  # enough points to initialise
-    ones = jnp.ones(first.shape[0], first.dtype)
-    reference = jax.jit(model.prepare)(first)
-    params, repaired = jax.jit(partial(model.initialize, init=init, means_init=None, reg_covar=reg_covar))(
-        init_key, reference, ones
-    )
+    first, batches = _first_batches(batches, max(INIT_POINTS, 10 * model.n_components))
+    first, ones, _ = _check_data(model, first, None)
+    fit = _batch_em(model, first, ones, rng_key, num_inits, init, None, reg_covar, 100, 1e-6, progress=False)
+    params = jax.tree.map(lambda leaf: leaf[fit.best], fit.out.state)
+    reference = _prepare(model, first)
     stats = model.e_step(params, reference, ones)[0]
-    dim = first.shape[1]
 
     @jax.jit
-    def update(state, batch, t):
-        params, stats = state
+    def update(state, batch, t, averaging):
+        params, stats, average, num_averaged = state
         eta = step_size(t)
         ones = jnp.ones(batch.shape[0], batch.dtype)
         data = model.prepare(batch, reference)
@@ -305,18 +331,18 @@ def online_em(
         stats = model.interpolate_stats(stats, batch_stats, eta)
         # the running statistics summarise about batch_size / eta points
         params, repaired = model.repair(model.m_step(stats, reg_covar), data, ones / eta, log_lik, reg_covar)
-        return (params, stats), {"log_likelihood": jnp.mean(log_lik), "repaired": repaired}
+        average = model.interpolate_stats(average, stats, jnp.where(averaging, 1.0 / (num_averaged + 1), 0.0))
+        state = (params, stats, average, num_averaged + averaging)
+        return state, {"log_likelihood": jnp.mean(log_lik), "repaired": repaired}
 
     def step(state, item):
         t, batch = item
-        if batch.shape[1] != dim:
-            raise ValueError(f"batch {t} has {batch.shape[1]} columns, the first batches had {dim}")
-        new_state, info = update(state[:2], batch, t)
-        return (*new_state, state[2] + batch.shape[0]), info
+        new_state, info = update(state[:4], batch, t, t >= average_from)
+        return (*new_state, state[4] + batch.shape[0]), info
 
     out = _driver.run_python(
         step,
-        (params, stats, 0),
+        (params, stats, stats, jnp.asarray(0), 0),
         enumerate(batches),
         objective="log_likelihood",
         total=num_batches,
@@ -325,14 +351,17 @@ def online_em(
     )
     if out.failed:
         raise ConvergenceError(f"online_em: the log-likelihood of batch {int(out.n_iter)} is not finite")
-    params, _, seen = out.state
+    last, _, average, num_averaged, seen = out.state
+    params = model.m_step(average, reg_covar) if int(num_averaged) else last
     fitted = model.with_params(params)
     info = {
         "num_batches": int(out.n_iter),
         "num_points_seen": int(seen),
+        "total_weight": int(seen) / num_epochs,
         "num_epochs": num_epochs,
         "step_size": step_size.to_dict(),
-        "repairs": _repairs(np.asarray(repaired)[None], out.trace.get("repaired", np.zeros((0, 1), bool))[None]),
+        "num_averaged": int(num_averaged),
+        "repairs": _repairs(np.zeros((1, 0)), out.trace.get("repaired", np.zeros((0, 1), bool))[None]),
         "reg_covar": reg_covar,
         "warnings": warnings,
         "seconds": time.perf_counter() - started,
@@ -410,8 +439,15 @@ def _as_float_matrix(name: str, value) -> np.ndarray:
     return array
 
 
-def _check_batch(batch, index: int):
-    return jnp.asarray(_as_float_matrix(f"batch {index}", batch))
+def _checked_batches(batches):
+    """Each batch validated as it arrives: finite, 2-D, as wide as the first."""
+    width = None
+    for index, batch in enumerate(batches):
+        batch = _as_float_matrix(f"batch {index}", batch)
+        width = batch.shape[1] if width is None else width
+        if batch.shape[1] != width:
+            raise ValueError(f"batch {index} has {batch.shape[1]} columns, the first batch had {width}")
+        yield jnp.asarray(batch)
 
 
 def _check_data(model, x, weights):

@@ -35,6 +35,10 @@ def information_criteria(idata, context) -> list[Check]:
     if method != "em":
         return []
     size = f"{info['num_parameters']} parameters, total weight {info['total_weight']:g}"
+    selection = info.get("selection")
+    if selection:
+        values = ", ".join(f"K={k}: {v:.6g}" for k, v in zip(selection["candidates"], selection["values"], strict=True))
+        size += f"; chosen by {selection['criterion'].upper()} from {values}"
     return [
         Check("bic", "ok", info["bic"], math.nan, f"BIC {info['bic']:.6g} ({size}); compare across K, lower is better"),
         Check("aic", "ok", info["aic"], math.nan, f"AIC {info['aic']:.6g} ({size}); compare across K, lower is better"),
@@ -64,8 +68,7 @@ def collapsed_components(idata, context) -> list[Check]:
         return []
     weights = np.asarray(idata.params["weights"].values)
     dim = np.asarray(idata.params["means"].values).shape[1]
-    total = info.get("total_weight", info.get("num_points_seen"))
-    counts = weights * total
+    counts = weights * info["total_weight"]
     # a full covariance needs D + 1 points to be determined by the data and not by reg_covar
     minimum = dim + 1
     tiny = np.nonzero(counts < minimum)[0].tolist()

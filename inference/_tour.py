@@ -13,9 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from bayeskit.models import data, examples
+import numpy as np
+
+from bayeskit.models import GaussianMixture, data, examples
 
 from ._diagnostics import diagnose
+from ._em import em, online_em, select_n_components
 from ._laplace import laplace
 from ._nuts import nuts
 from ._predictive import predictive
@@ -76,6 +79,50 @@ TOUR: list[Stop] = [
         ("svi", "SVI, full-rank Gaussian", _svi),
         ("nuts", "NUTS, 4 chains", _nuts),
     )
+]
+
+
+def _iris():
+    d = data.load("iris")
+    return np.column_stack([d[k] for k in ("sepal_length", "sepal_width", "petal_length", "petal_width")])
+
+
+def _iris_stream():
+    """50,000 points from the mixture EM fits to iris: data seen in batches, as a stream would be."""
+    fit = em(GaussianMixture(3), _iris(), num_inits=10, progress=False)
+    return fit.model.sample(fit.params, 50_000, rng_key=1)
+
+
+def _old_faithful():
+    """Eruption length and waiting time, standardised (the mixture program's priors assume it)."""
+    d = data.load("old_faithful")
+    x = np.column_stack([d["eruptions"], d["waiting"]]).astype(float)
+    return (x - x.mean(0)) / x.std(0)
+
+
+TOUR += [
+    Stop(
+        "old_faithful_em",
+        "Gaussian mixture by EM on Old Faithful, K chosen by BIC from 1 to 6",
+        lambda quick: select_n_components(_old_faithful(), range(1, 7), num_inits=5, progress=False),
+    ),
+    Stop(
+        "old_faithful_nuts",
+        "Bayesian Gaussian mixture (K=2) on Old Faithful by NUTS, 2 chains",
+        lambda quick: nuts(
+            GaussianMixture(2), _old_faithful(), num_warmup=500, num_samples=500, num_chains=2, progress=False
+        ),
+    ),
+    Stop(
+        "iris_em",
+        "Gaussian mixture (K=3, full) by EM on iris, 10 restarts",
+        lambda quick: em(GaussianMixture(3), _iris(), num_inits=10, progress=False),
+    ),
+    Stop(
+        "iris_stream_online_em",
+        "online EM on a stream of 50,000 points drawn from the iris fit, batches of 500",
+        lambda quick: online_em(GaussianMixture(3), _iris_stream(), batch_size=500, num_epochs=2, progress=False),
+    ),
 ]
 
 

@@ -318,7 +318,7 @@ class GaussianMixture:
 
     def _checked(self, params, x):
         """Validate public parameters (and data) and return them in native form."""
-        if not isinstance(params, dict) or set(params) < {"weights", "means", "covariances"}:
+        if not isinstance(params, dict) or not {"weights", "means", "covariances"} <= set(params):
             raise ValueError("params must be a dict with 'weights', 'means' and 'covariances' (e.g. res.params)")
         k = self.n_components
         weights, means, covs = (np.asarray(params[n], float) for n in ("weights", "means", "covariances"))
@@ -481,7 +481,10 @@ def _squared_distances(x, centres):
 
 
 def _kmeans_plusplus(rng_key, x, weights, k):
-    """D^2 seeding, each point's chance also proportional to its weight."""
+    """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007): each new centre is the
+    best of ``2 + log k`` candidates drawn with probability proportional to weight
+    times squared distance to the nearest centre, judged by the weighted potential."""
+    trials = 2 + int(math.log(k))
     first_key, key = jax.random.split(rng_key)
     first = jax.random.choice(first_key, x.shape[0], p=_normalise(weights))
     centres = jnp.zeros((k, x.shape[1]), x.dtype).at[0].set(x[first])
@@ -493,9 +496,10 @@ def _kmeans_plusplus(rng_key, x, weights, k):
         mass = weights * nearest
         # fewer distinct points than components: fall back to the weights
         p = jnp.where(jnp.sum(mass) > 0, mass, weights)
-        index = jax.random.choice(sub, x.shape[0], p=_normalise(p))
-        nearest = jnp.minimum(nearest, jnp.sum((x - x[index]) ** 2, axis=1))
-        return centres.at[i].set(x[index]), nearest, key
+        candidates = jax.random.choice(sub, x.shape[0], (trials,), p=_normalise(p))
+        after = jnp.minimum(nearest[None, :], _squared_distances(x, x[candidates]).T)  # (trials, N)
+        best = jnp.argmin(after @ weights)
+        return centres.at[i].set(x[candidates[best]]), after[best], key
 
     return jax.lax.fori_loop(1, k, add_centre, (centres, nearest, key))[0]
 

@@ -10,8 +10,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bayeskit.inference import laplace, map_estimate, nuts, svi
-from bayeskit.models import examples
+from bayeskit.inference import em, laplace, map_estimate, nuts, online_em, svi
+from bayeskit.models import GaussianMixture, data, examples
 
 
 class Pair(NamedTuple):
@@ -62,5 +62,58 @@ PAIRS = [
             examples.linear_regression, _X, y=_Y, num_warmup=300, num_samples=500, num_chains=2, progress=False
         ),
         _matches_closed_form(0.2, 0.1),
+    ),
+]
+
+
+# Gaussian mixtures: iris against scikit-learn, and Old Faithful (standardised) where
+# EM's maximum-likelihood fit is the large-sample centre of the NUTS posterior.
+_iris = data.load("iris")
+_IRIS = np.column_stack([_iris[k] for k in ("sepal_length", "sepal_width", "petal_length", "petal_width")])
+_faithful = data.load("old_faithful")
+_FAITHFUL = np.column_stack([_faithful["eruptions"], _faithful["waiting"]]).astype(float)
+_FAITHFUL = (_FAITHFUL - _FAITHFUL.mean(0)) / _FAITHFUL.std(0)
+
+
+def _at_least_sklearns_best(res):
+    from sklearn.mixture import GaussianMixture as SklearnMixture
+
+    best = SklearnMixture(3, n_init=10, random_state=0).fit(_IRIS).score(_IRIS)
+    assert res.info["log_likelihood"] >= best - 1e-3
+
+
+# a stream of 20,000 points from the mixture EM fits to iris: online EM sees it in batches
+_STREAM = GaussianMixture(3).sample(em(GaussianMixture(3), _IRIS, num_inits=10, progress=False).params, 20_000)
+
+
+def _near_the_batch_fit(res):
+    batch = em(GaussianMixture(3), _STREAM, num_inits=3, progress=False)
+    assert res.info["log_likelihood"] >= batch.info["log_likelihood"] - 0.02
+
+
+def _centred_on_the_mle(res):
+    mle = em(GaussianMixture(2), _FAITHFUL, num_inits=5, progress=False).params
+    order = np.argsort(mle["means"][:, 0])  # the program orders components by the first coordinate
+    for name in ("weights", "means"):
+        draws = res.draws[name].reshape((-1,) + res.draws[name].shape[2:])
+        z = (draws.mean(0) - mle[name][order]) / draws.std(0)
+        assert np.max(np.abs(z)) < 3, (name, z)
+
+
+PAIRS += [
+    Pair(
+        "gmm/em",
+        lambda: em(GaussianMixture(3), _IRIS, num_inits=10, progress=False),
+        _at_least_sklearns_best,
+    ),
+    Pair(
+        "gmm/online_em",
+        lambda: online_em(GaussianMixture(3), _STREAM, batch_size=200, num_epochs=2, progress=False),
+        _near_the_batch_fit,
+    ),
+    Pair(
+        "gmm/nuts",
+        lambda: nuts(GaussianMixture(2), _FAITHFUL, num_warmup=500, num_samples=500, num_chains=2, progress=False),
+        _centred_on_the_mle,
     ),
 ]

@@ -81,6 +81,7 @@ def test_program_likelihood_is_the_mixture_density(iris):
     "params, message",
     [
         ({"weights": [0.5, 0.5], "means": np.zeros((2, 2))}, "dict with"),
+        ({"weights": [0.5, 0.5], "mean": np.zeros((2, 2)), "cov": np.eye(2)}, "dict with"),
         ({"weights": [0.5, 0.6], "means": np.zeros((2, 2)), "covariances": np.stack([np.eye(2)] * 2)}, "sum to 1"),
         ({"weights": [0.5, 0.5], "means": np.zeros((3, 2)), "covariances": np.stack([np.eye(2)] * 2)}, "means"),
         ({"weights": [0.5, 0.5], "means": np.zeros((2, 2)), "covariances": -np.stack([np.eye(2)] * 2)}, "positive"),
