@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayeskit.inference import _driver
-from bayeskit.inference._numerics import log_normalize, robust_cholesky
+from bayeskit.models._numerics import log_normalize, robust_cholesky
 
 
 def test_cholesky_of_positive_definite_matrix_adds_no_jitter():

@@ -1,4 +1,4 @@
-"""Numerical building blocks shared by every routine."""
+"""Numerical building blocks shared by every model and routine (models never import inference, so they live here)."""
 
 from typing import NamedTuple
 

@@ -1,0 +1,287 @@
+"""Covariance functions for Gaussian processes.
+
+Kernels are immutable values (frozen dataclasses registered as JAX pytrees whose
+leaves are the hyperparameters), combined with ``+`` and ``*``. ``k(X1, X2)`` is the
+``(N1, N2)`` covariance matrix and ``k.diag(X)`` its diagonal on ``X``; ``k(X)`` is
+``k(X, X)`` (where :class:`White` adds its variance). Lengthscales are scalars or
+``(D,)`` arrays (one per input dimension: automatic relevance determination).
+
+Examples
+--------
+>>> import numpy as np
+>>> k = RBF(lengthscale=1.0, variance=2.0) + White(variance=0.1)
+>>> k(np.zeros((2, 1))).tolist()
+[[2.1, 2.0], [2.0, 2.1]]
+"""
+
+import abc
+import math
+from dataclasses import dataclass, fields
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["Constant", "Kernel", "Linear", "Matern12", "Matern32", "Matern52", "Periodic", "RBF", "White"]
+
+
+class Kernel(abc.ABC):
+    """A positive semi-definite covariance function ``k(x, x')``."""
+
+    @abc.abstractmethod
+    def cross(self, x1, x2):
+        """The ``(N1, N2)`` matrix ``k(x1_i, x2_j)``."""
+
+    @abc.abstractmethod
+    def diag(self, x):
+        """``k(x_i, x_i)`` for each row: shape ``(N,)``."""
+
+    def __call__(self, x1, x2=None):
+        x1 = _as_inputs(x1, "x1")
+        if x2 is None:
+            return self.cross(x1, x1) + self._diagonal_only(x1)
+        return self.cross(x1, _as_inputs(x2, "x2"))
+
+    def _diagonal_only(self, x):
+        """What ``k(X, X)`` has beyond ``cross``: only White's noise."""
+        return jnp.zeros((x.shape[0], x.shape[0]), x.dtype)
+
+    def __add__(self, other: "Kernel") -> "Kernel":
+        _require_kernel(other)
+        return Sum(self, other)
+
+    def __mul__(self, other: "Kernel") -> "Kernel":
+        _require_kernel(other)
+        return Product(self, other)
+
+
+def _require_kernel(other):
+    if not isinstance(other, Kernel):
+        raise TypeError(f"kernels combine with kernels only, got {type(other).__name__}; use Constant(c) for a scale")
+
+
+def _as_inputs(x, name):
+    x = jnp.asarray(x)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be (N, D) or (N,), got shape {x.shape}")
+    return x
+
+
+def _check_positive(name, value):
+    """Hyperparameters must be positive; checked when concrete (not while traced)."""
+    if not isinstance(value, int | float | np.ndarray | np.number | jax.Array) or isinstance(value, jax.core.Tracer):
+        return  # traced, or a placeholder JAX puts in a pytree while transforming it
+    array = np.asarray(value, dtype=float)
+    if array.ndim > 1 or not np.all(np.isfinite(array)) or np.any(array <= 0):
+        raise ValueError(f"{name} must be a positive finite scalar or (D,) vector, got {value!r}")
+
+
+def _pytree(cls):
+    """Register a kernel dataclass: every field is a hyperparameter (a leaf) or a child kernel."""
+    names = [f.name for f in fields(cls)]
+    return jax.tree_util.register_dataclass(cls, data_fields=names, meta_fields=[])
+
+
+class _Stationary(Kernel):
+    """``variance * f(r)`` of the scaled distance ``r = |(x - x') / lengthscale|``."""
+
+    lengthscale: float
+    variance: float
+
+    def __post_init__(self):
+        _check_positive("lengthscale", self.lengthscale)
+        _check_positive("variance", self.variance)
+
+    @abc.abstractmethod
+    def profile(self, r2):
+        """``f`` as a function of the squared scaled distance."""
+
+    def cross(self, x1, x2):
+        return self.variance * self.profile(_scaled_sq_dist(x1, x2, self.lengthscale))
+
+    def diag(self, x):
+        return jnp.full(x.shape[0], 1.0, x.dtype) * self.variance * self.profile(jnp.zeros((), x.dtype))
+
+
+def _scaled_sq_dist(x1, x2, lengthscale):
+    """Squared distances between the rows of x1 / l and x2 / l, expanded as one matrix
+    product about a common centre (which keeps the cancellation small)."""
+    centre = jnp.mean(x1, axis=0)
+    a, b = (x1 - centre) / lengthscale, (x2 - centre) / lengthscale
+    sq = jnp.sum(a**2, axis=1)[:, None] - 2 * a @ b.T + jnp.sum(b**2, axis=1)[None, :]
+    return jnp.maximum(sq, 0.0)  # round-off floor: a squared distance is never negative
+
+
+def _safe_sqrt(r2):
+    """sqrt with a finite gradient at 0 (the diagonal), where the Matérn kernels are smooth in r^2."""
+    positive = r2 > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, r2, 1.0)), 0.0)
+
+
+@_pytree
+@dataclass(frozen=True)
+class RBF(_Stationary):
+    r"""Squared exponential, :math:`\sigma^2 \exp(-r^2 / 2)`."""
+
+    lengthscale: float = 1.0
+    variance: float = 1.0
+
+    def profile(self, r2):
+        return jnp.exp(-0.5 * r2)
+
+
+@_pytree
+@dataclass(frozen=True)
+class Matern12(_Stationary):
+    r"""Matérn 1/2 (exponential), :math:`\sigma^2 e^{-r}`: rough, continuous paths."""
+
+    lengthscale: float = 1.0
+    variance: float = 1.0
+
+    def profile(self, r2):
+        return jnp.exp(-_safe_sqrt(r2))
+
+
+@_pytree
+@dataclass(frozen=True)
+class Matern32(_Stationary):
+    r"""Matérn 3/2, :math:`\sigma^2 (1 + \sqrt3 r) e^{-\sqrt3 r}`: once differentiable paths."""
+
+    lengthscale: float = 1.0
+    variance: float = 1.0
+
+    def profile(self, r2):
+        s = math.sqrt(3.0) * _safe_sqrt(r2)
+        return (1.0 + s) * jnp.exp(-s)
+
+
+@_pytree
+@dataclass(frozen=True)
+class Matern52(_Stationary):
+    r"""Matérn 5/2, :math:`\sigma^2 (1 + \sqrt5 r + 5 r^2 / 3) e^{-\sqrt5 r}`: twice differentiable paths."""
+
+    lengthscale: float = 1.0
+    variance: float = 1.0
+
+    def profile(self, r2):
+        s = math.sqrt(5.0) * _safe_sqrt(r2)
+        return (1.0 + s + 5.0 * r2 / 3.0) * jnp.exp(-s)
+
+
+@_pytree
+@dataclass(frozen=True)
+class Periodic(Kernel):
+    r"""Periodic (MacKay 1998), :math:`\sigma^2 \exp(-2 \sin^2(\pi d / p) / \ell^2)`, with ``d`` the
+    Euclidean distance (scikit-learn's ``ExpSineSquared``)."""
+
+    lengthscale: float = 1.0
+    period: float = 1.0
+    variance: float = 1.0
+
+    def __post_init__(self):
+        for name in ("lengthscale", "period", "variance"):
+            _check_positive(name, getattr(self, name))
+
+    def cross(self, x1, x2):
+        d = _safe_sqrt(_scaled_sq_dist(x1, x2, 1.0))
+        return self.variance * jnp.exp(-2.0 * jnp.sin(jnp.pi * d / self.period) ** 2 / self.lengthscale**2)
+
+    def diag(self, x):
+        return jnp.full(x.shape[0], 1.0, x.dtype) * self.variance
+
+
+@_pytree
+@dataclass(frozen=True)
+class Linear(Kernel):
+    r"""Linear (dot product), :math:`\sigma^2 x^\top x'`: Bayesian linear regression through the origin."""
+
+    variance: float = 1.0
+
+    def __post_init__(self):
+        _check_positive("variance", self.variance)
+
+    def cross(self, x1, x2):
+        return self.variance * x1 @ x2.T
+
+    def diag(self, x):
+        return self.variance * jnp.sum(x**2, axis=1)
+
+
+@_pytree
+@dataclass(frozen=True)
+class Constant(Kernel):
+    r"""Constant, :math:`c`: an unknown offset, or a scale when multiplied with another kernel."""
+
+    variance: float = 1.0
+
+    def __post_init__(self):
+        _check_positive("variance", self.variance)
+
+    def cross(self, x1, x2):
+        return jnp.full((x1.shape[0], x2.shape[0]), 1.0, x1.dtype) * self.variance
+
+    def diag(self, x):
+        return jnp.full(x.shape[0], 1.0, x.dtype) * self.variance
+
+
+@_pytree
+@dataclass(frozen=True)
+class White(Kernel):
+    r"""White noise, :math:`\sigma^2 \delta_{ii'}`: on the diagonal of ``k(X)`` only; zero between
+    two different sets of inputs, as in scikit-learn."""
+
+    variance: float = 1.0
+
+    def __post_init__(self):
+        _check_positive("variance", self.variance)
+
+    def cross(self, x1, x2):
+        return jnp.zeros((x1.shape[0], x2.shape[0]), x1.dtype)
+
+    def _diagonal_only(self, x):
+        return self.variance * jnp.eye(x.shape[0], dtype=x.dtype)
+
+    def diag(self, x):
+        return jnp.full(x.shape[0], 1.0, x.dtype) * self.variance
+
+
+@_pytree
+@dataclass(frozen=True)
+class Sum(Kernel):
+    """``left + right``."""
+
+    left: Kernel
+    right: Kernel
+
+    def cross(self, x1, x2):
+        return self.left.cross(x1, x2) + self.right.cross(x1, x2)
+
+    def _diagonal_only(self, x):
+        return self.left._diagonal_only(x) + self.right._diagonal_only(x)
+
+    def diag(self, x):
+        return self.left.diag(x) + self.right.diag(x)
+
+
+@_pytree
+@dataclass(frozen=True)
+class Product(Kernel):
+    """``left * right`` (elementwise: the product of two kernels is a kernel)."""
+
+    left: Kernel
+    right: Kernel
+
+    def cross(self, x1, x2):
+        return self.left.cross(x1, x2) * self.right.cross(x1, x2)
+
+    def _diagonal_only(self, x):
+        # (A + Da)(B + Db) beyond A B, with Da, Db diagonal
+        left_extra, right_extra = self.left._diagonal_only(x), self.right._diagonal_only(x)
+        left_cross = self.left.diag(x) - jnp.diagonal(left_extra)
+        right_cross = self.right.diag(x) - jnp.diagonal(right_extra)
+        return left_extra * right_cross + right_extra * left_cross + left_extra * right_extra
+
+    def diag(self, x):
+        return self.left.diag(x) * self.right.diag(x)
