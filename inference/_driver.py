@@ -78,7 +78,8 @@ def run(
     A chain whose ``info[objective]`` turns non-finite is stopped at its last finite
     state and flagged in ``failed``; the caller decides whether that is an error.
     """
-    chunk_size = max(1, min(chunk_size, max_iter))
+    # a power of two at most chunk_size: few distinct programs, whatever max_iter is
+    chunk_size = min(chunk_size, 1 << max(max_iter - 1, 0).bit_length())
     batched = num_chains is not None
     shape = (num_chains,) if batched else ()
     monitor = monitor or _NEVER

@@ -272,8 +272,9 @@ def online_em(
         must be at most 1 (a larger step extrapolates past the new statistics).
     init, num_inits, reg_covar
         The start is batch EM (:func:`em` with these options, at most 100
-        iterations) on the leading batches, at least 1,000 points or ``10 K`` where the
-        stream has them; those batches are then streamed like the others.
+        iterations) on 1,000 points (or ``10 K`` if more): a random subset of an
+        array, or the leading batches of a stream, which are then streamed like
+        the others.
 
     Returns
     -------
@@ -314,7 +315,11 @@ def online_em(
     # Polyak–Ruppert: average the statistics over the second half of the batches
     average_from = num_batches // 2 if num_batches else math.inf
 
-    first, batches = _first_batches(batches, max(INIT_POINTS, 10 * model.n_components))
+    wanted = max(INIT_POINTS, 10 * model.n_components)
+    if full_x is None:
+        first, batches = _first_batches(batches, wanted)
+    else:  # a random subset of the array itself, never more than one copy of it
+        first = full_x[np.asarray(jax.random.permutation(shuffle_key, full_x.shape[0]))[:wanted]]
     first, ones, _ = _check_data(model, first, None)
     fit = _batch_em(model, first, ones, rng_key, num_inits, init, None, reg_covar, 100, 1e-6, progress=False)
     params = jax.tree.map(lambda leaf: leaf[fit.best], fit.out.state)

@@ -75,8 +75,10 @@ def collapsed_components(idata, context) -> list[Check]:
     repairs = info["repairs"]
     parts = []
     if repairs:
-        where = sorted({(r["init"], r["iteration"]) for r in repairs})[:5]
-        parts.append(f"{len(repairs)} collapsed components were re-initialised (init, iteration: {where}...)")
+        where = sorted({(r["init"], r["iteration"]) for r in repairs})
+        listed = ", ".join(map(str, where[:5])) + (", ..." if len(where) > 5 else "")
+        noun = "component was" if len(repairs) == 1 else "components were"
+        parts.append(f"{len(repairs)} collapsed {noun} re-initialised at (init, iteration) {listed}")
     if tiny:
         parts.append(f"components {tiny} explain fewer than D + 1 = {minimum} points")
     message = "; ".join(parts) or f"every component explains at least D + 1 = {minimum} points; no repairs"
