@@ -102,7 +102,7 @@ class _Stationary(Kernel):
         return self.variance * self.profile(_scaled_sq_dist(x1, x2, self.lengthscale))
 
     def diag(self, x):
-        return jnp.full(x.shape[0], 1.0, x.dtype) * self.variance * self.profile(jnp.zeros((), x.dtype))
+        return _constant_diag(x, self.variance) * self.profile(jnp.zeros((), x.dtype))
 
 
 def _scaled_sq_dist(x1, x2, lengthscale):
@@ -112,6 +112,11 @@ def _scaled_sq_dist(x1, x2, lengthscale):
     a, b = (x1 - centre) / lengthscale, (x2 - centre) / lengthscale
     sq = jnp.sum(a**2, axis=1)[:, None] - 2 * a @ b.T + jnp.sum(b**2, axis=1)[None, :]
     return jnp.maximum(sq, 0.0)  # round-off floor: a squared distance is never negative
+
+
+def _constant_diag(x, value):
+    """The same value on every row of x: the diagonal of a stationary kernel."""
+    return jnp.full(x.shape[0], value, x.dtype)
 
 
 def _safe_sqrt(r2):
@@ -189,7 +194,7 @@ class Periodic(Kernel):
         return self.variance * jnp.exp(-2.0 * jnp.sin(jnp.pi * d / self.period) ** 2 / self.lengthscale**2)
 
     def diag(self, x):
-        return jnp.full(x.shape[0], 1.0, x.dtype) * self.variance
+        return _constant_diag(x, self.variance)
 
 
 @_pytree
@@ -223,7 +228,7 @@ class Constant(Kernel):
         return jnp.full((x1.shape[0], x2.shape[0]), 1.0, x1.dtype) * self.variance
 
     def diag(self, x):
-        return jnp.full(x.shape[0], 1.0, x.dtype) * self.variance
+        return _constant_diag(x, self.variance)
 
 
 @_pytree
@@ -244,7 +249,7 @@ class White(Kernel):
         return self.variance * jnp.eye(x.shape[0], dtype=x.dtype)
 
     def diag(self, x):
-        return jnp.full(x.shape[0], 1.0, x.dtype) * self.variance
+        return _constant_diag(x, self.variance)
 
 
 @_pytree
