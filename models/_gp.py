@@ -17,6 +17,7 @@ import numpy as np
 from jax.scipy.linalg import cho_solve, solve_triangular
 
 from ._numerics import robust_cholesky
+from ._pytree import is_concrete, register_dataclass
 from .kernels import Kernel
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -54,18 +55,65 @@ class GaussianProcess:
     kernel: Kernel
     noise_variance: float = 1.0
     mean: float = 0.0
+    priors: dict | None = None
 
     def __post_init__(self):
         if not isinstance(self.kernel, Kernel):
             raise TypeError(f"kernel must be a bayeskit.models.kernels kernel, got {type(self.kernel).__name__}")
-        noise = np.asarray(self.noise_variance, dtype=float)
-        if noise.ndim > 1 or not np.all(np.isfinite(noise)) or np.any(noise < 0):
-            raise ValueError(f"noise_variance must be finite and >= 0 (a scalar or one per point), got {noise!r}")
-        if not math.isfinite(float(self.mean)):
-            raise ValueError(f"mean must be finite, got {self.mean!r}")
+        if is_concrete(self.noise_variance):
+            noise = np.asarray(self.noise_variance, dtype=float)
+            if noise.ndim > 1 or not np.all(np.isfinite(noise)) or np.any(noise < 0):
+                raise ValueError(f"noise_variance must be finite and >= 0 (a scalar or one per point), got {noise!r}")
+        if is_concrete(self.mean) and (np.ndim(self.mean) != 0 or not math.isfinite(float(self.mean))):
+            raise ValueError(f"mean must be a finite scalar, got {self.mean!r}")
+        # a tuple of pairs, so the model stays hashable (it is a pytree's static part)
+        object.__setattr__(self, "priors", _check_priors(self, self.priors))
 
-    def condition(self, X, y) -> "ConditionedGP":
-        """The exact posterior given observations ``y`` at inputs ``X``."""
+    def hyperparameters(self) -> dict[str, np.ndarray | jax.Array]:
+        """Every hyperparameter by name: ``"kernel.lengthscale"``, ``"kernel.left.variance"``
+        (for a sum or product: ``left``/``right``), ``"noise_variance"``, ``"mean"``."""
+        leaves, _ = jax.tree_util.tree_flatten_with_path(self)
+        return {_path_name(path): value for path, value in leaves}
+
+    def with_hyperparameters(self, values: dict) -> "GaussianProcess":
+        """A copy with the named hyperparameters replaced (the others kept)."""
+        current = self.hyperparameters()
+        unknown = set(values) - set(current)
+        if unknown:
+            raise ValueError(f"unknown hyperparameters {sorted(unknown)}; this GP has {sorted(current)}")
+        leaves = [values.get(name, value) for name, value in current.items()]
+        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(self), leaves)
+
+    def __call__(self, X, y=None):
+        """The GP as a NumPyro program: hyperparameters named in ``priors`` are sampled
+        from them (the others held at their values), then ``y ~ N(mean, K + noise)``.
+
+        So ``nuts(gp, X, y=y)`` integrates over the hyperparameters and
+        ``prior_predictive(gp, X)`` draws functions.
+        """
+        import numpyro
+        import numpyro.distributions as dist
+
+        X = _check_inputs(X, "X")
+        values = {name: numpyro.sample(name, prior) for name, prior in self.priors}
+        gp = self.with_hyperparameters(values)
+        noise = jnp.broadcast_to(jnp.asarray(gp.noise_variance, X.dtype), (X.shape[0],))
+        covariance = gp.kernel(X) + jnp.diag(noise)
+        loc = jnp.broadcast_to(jnp.asarray(gp.mean, X.dtype), (X.shape[0],))
+        return numpyro.sample("y", dist.MultivariateNormal(loc, covariance), obs=None if y is None else jnp.asarray(y))
+
+    def condition(self, X, y, *, inducing_points=None) -> "ConditionedGP":
+        """The posterior given observations ``y`` at inputs ``X``.
+
+        Exact (:math:`O(N^3)`) unless ``inducing_points`` ``Z`` (``(M, D)``) are given: then the sparse
+        variational approximation of Titsias (2009), a ``SparseConditionedGP`` with the same interface in
+        :math:`O(N M^2)` time and :math:`O(N M)` memory, whose ``log_marginal_likelihood`` is a lower
+        bound on the exact one; it needs one scalar ``noise_variance > 0`` (see ``_sparse_gp``).
+        """
+        if inducing_points is not None:
+            from ._sparse_gp import _condition_sparse  # here, not at the top: _sparse_gp imports this module
+
+            return _condition_sparse(self, X, y, inducing_points)
         X, y = _check_training_data(X, y)
         if np.ndim(self.noise_variance) == 1 and np.shape(self.noise_variance)[0] != y.shape[0]:
             raise ValueError(
@@ -130,13 +178,19 @@ class ConditionedGP:
             cov = cov + noise * (jnp.eye(X_new.shape[0]) if full_cov else 1.0)
         return np.asarray(mean), np.asarray(cov)
 
+    def loo_residuals(self) -> np.ndarray:
+        r"""Standardised leave-one-out residuals of the observations, in closed form
+        (Rasmussen & Williams 2006, eq. 5.12): :math:`r_i = [K^{-1}y]_i / \sqrt{[K^{-1}]_{ii}}`,
+        which is :math:`(y_i - \mu_{-i}) / \sigma_{-i}`. Under the model they are N(0, 1)."""
+        return np.asarray(_loo_residuals(self.factor, self.alpha))
+
     def sample(self, X_new, num_samples: int, *, rng_key=0) -> np.ndarray:
         """Joint draws of the latent ``f`` at ``X_new``: shape ``(num_samples, N_new)``."""
         if isinstance(num_samples, bool) or not isinstance(num_samples, int | np.integer) or num_samples < 1:
             raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
         mean, cov = self.predict(X_new, full_cov=True)
         factor = robust_cholesky(jnp.asarray(cov)).factor
-        key = jax.random.PRNGKey(rng_key) if isinstance(rng_key, int) else rng_key
+        key = jax.random.PRNGKey(int(rng_key)) if isinstance(rng_key, int | np.integer) else rng_key
         eps = jax.random.normal(key, (int(num_samples), mean.shape[0]), factor.dtype)
         return np.asarray(mean + eps @ factor.T)
 
@@ -151,14 +205,92 @@ def _condition(kernel, X, residual, noise):
     return factor, alpha, jitter, log_ml
 
 
+def log_marginal_likelihood(gp: GaussianProcess, X, y, mask=None):
+    """``log p(y | X)`` as a differentiable function of the GP's hyperparameters (a pytree).
+
+    ``mask`` (N,) marks real rows; padded rows are cut out of the covariance (replaced
+    by identity rows) so data of a growing size can share one compiled shape.
+    """
+    n = y.shape[0]
+    mask = jnp.ones(n, bool) if mask is None else mask
+    both = mask[:, None] & mask[None, :]
+    noise = jnp.broadcast_to(jnp.asarray(gp.noise_variance, X.dtype), (n,))
+    covariance = jnp.where(both, gp.kernel(X) + jnp.diag(noise), jnp.eye(n, dtype=X.dtype))
+    residual = jnp.where(mask, y - gp.mean, 0.0)
+    return _gaussian_log_density(covariance, residual) - 0.5 * jnp.sum(mask) * _LOG_2PI
+
+
+@jax.custom_vjp
+def _gaussian_log_density(covariance, residual):
+    """``log N(residual | 0, covariance)`` without the ``2 pi`` term, factorised by the robust Cholesky."""
+    return _gaussian_log_density_fwd(covariance, residual)[0]
+
+
+# jaxlib 0.10's batched LAPACK kernels (what vmap makes of a Cholesky) can deadlock
+# XLA:CPU's thread pool when several run at once; under vmap (restarts, BO) these
+# factorisations therefore run one matrix at a time.
+@jax.custom_batching.sequential_vmap
+def _factorise(covariance, residual):
+    factor, _ = robust_cholesky(covariance)
+    return factor, cho_solve((factor, True), residual)
+
+
+@jax.custom_batching.sequential_vmap
+def _inverse(factor):
+    return cho_solve((factor, True), jnp.eye(factor.shape[0], dtype=factor.dtype))
+
+
+def _gaussian_log_density_fwd(covariance, residual):
+    factor, alpha = _factorise(covariance, residual)
+    value = -0.5 * residual @ alpha - jnp.sum(jnp.log(jnp.diagonal(factor)))
+    return value, (factor, alpha)
+
+
+def _gaussian_log_density_bwd(saved, g):
+    # d/dK = (alpha alpha^T - K^-1) / 2 and d/dr = -alpha: one inverse instead of
+    # differentiating through the factorisation (and through the jitter loop)
+    factor, alpha = saved
+    return g * 0.5 * (jnp.outer(alpha, alpha) - _inverse(factor)), -g * alpha
+
+
+_gaussian_log_density.defvjp(_gaussian_log_density_fwd, _gaussian_log_density_bwd)
+
+
+@jax.jit
+def _loo_residuals(factor, alpha):
+    inverse_factor = solve_triangular(factor, jnp.eye(factor.shape[0], dtype=factor.dtype), lower=True)
+    return alpha / jnp.sqrt(jnp.sum(inverse_factor**2, axis=0))
+
+
 @partial(jax.jit, static_argnames="full_cov")
 def _predict(kernel, X, factor, alpha, X_new, full_cov):
     cross = kernel(X, X_new)
     mean = cross.T @ alpha
     v = solve_triangular(factor, cross, lower=True)
     if full_cov:
-        return mean, kernel.cross(X_new, X_new) - v.T @ v
+        return mean, kernel(X_new) - v.T @ v  # with White's diagonal, as diag() has it
     return mean, jnp.maximum(kernel.diag(X_new) - jnp.sum(v**2, axis=0), 0.0)
+
+
+register_dataclass(GaussianProcess, ["kernel", "noise_variance", "mean"], ["priors"])
+
+
+def _path_name(path) -> str:
+    return ".".join(str(getattr(entry, "name", getattr(entry, "key", entry))) for entry in path)
+
+
+def _check_priors(gp: GaussianProcess, priors) -> tuple:
+    """Priors as sorted ``(name, distribution)`` pairs, each naming a hyperparameter."""
+    if priors is None:
+        return ()
+    items = tuple(priors.items()) if isinstance(priors, dict) else tuple(priors)
+    names = {_path_name(path) for path, _ in jax.tree_util.tree_flatten_with_path(gp)[0]}
+    for name, prior in items:
+        if name not in names:
+            raise ValueError(f"priors names {name!r}, which is not a hyperparameter; this GP has {sorted(names)}")
+        if not hasattr(prior, "log_prob") or not hasattr(prior, "support"):
+            raise TypeError(f"priors[{name!r}] must be a numpyro distribution, got {type(prior).__name__}")
+    return tuple(sorted(items, key=lambda item: item[0]))
 
 
 def _check_inputs(X, name, dim=None):

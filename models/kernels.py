@@ -18,9 +18,10 @@ import abc
 import math
 from dataclasses import dataclass, fields
 
-import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ._pytree import is_concrete, register_dataclass
 
 __all__ = ["Constant", "Kernel", "Linear", "Matern12", "Matern32", "Matern52", "Periodic", "RBF", "White"]
 
@@ -69,19 +70,24 @@ def _as_inputs(x, name):
     return x
 
 
-def _check_positive(name, value):
-    """Hyperparameters must be positive; checked when concrete (not while traced)."""
-    if not isinstance(value, int | float | np.ndarray | np.number | jax.Array) or isinstance(value, jax.core.Tracer):
-        return  # traced, or a placeholder JAX puts in a pytree while transforming it
-    array = np.asarray(value, dtype=float)
-    if array.ndim > 1 or not np.all(np.isfinite(array)) or np.any(array <= 0):
-        raise ValueError(f"{name} must be a positive finite scalar or (D,) vector, got {value!r}")
+def _check_positive(kernel, *names):
+    """Hyperparameters must be positive; checked when concrete (not while traced).
+    A list or tuple (an ARD lengthscale) becomes an array, so it is one pytree leaf."""
+    for name in names:
+        value = getattr(kernel, name)
+        if isinstance(value, list | tuple):
+            value = np.asarray(value, dtype=float)
+            object.__setattr__(kernel, name, value)
+        if not is_concrete(value):
+            continue
+        array = np.asarray(value, dtype=float)
+        if array.ndim > 1 or not np.all(np.isfinite(array)) or np.any(array <= 0):
+            raise ValueError(f"{name} must be a positive finite scalar or (D,) vector, got {value!r}")
 
 
 def _pytree(cls):
     """Register a kernel dataclass: every field is a hyperparameter (a leaf) or a child kernel."""
-    names = [f.name for f in fields(cls)]
-    return jax.tree_util.register_dataclass(cls, data_fields=names, meta_fields=[])
+    return register_dataclass(cls, [f.name for f in fields(cls)])
 
 
 class _Stationary(Kernel):
@@ -91,8 +97,7 @@ class _Stationary(Kernel):
     variance: float
 
     def __post_init__(self):
-        _check_positive("lengthscale", self.lengthscale)
-        _check_positive("variance", self.variance)
+        _check_positive(self, "lengthscale", "variance")
 
     @abc.abstractmethod
     def profile(self, r2):
@@ -186,8 +191,7 @@ class Periodic(Kernel):
     variance: float = 1.0
 
     def __post_init__(self):
-        for name in ("lengthscale", "period", "variance"):
-            _check_positive(name, getattr(self, name))
+        _check_positive(self, "lengthscale", "period", "variance")
 
     def cross(self, x1, x2):
         d = _safe_sqrt(_scaled_sq_dist(x1, x2, 1.0))
@@ -205,7 +209,7 @@ class Linear(Kernel):
     variance: float = 1.0
 
     def __post_init__(self):
-        _check_positive("variance", self.variance)
+        _check_positive(self, "variance")
 
     def cross(self, x1, x2):
         return self.variance * x1 @ x2.T
@@ -222,7 +226,7 @@ class Constant(Kernel):
     variance: float = 1.0
 
     def __post_init__(self):
-        _check_positive("variance", self.variance)
+        _check_positive(self, "variance")
 
     def cross(self, x1, x2):
         return jnp.full((x1.shape[0], x2.shape[0]), 1.0, x1.dtype) * self.variance
@@ -240,7 +244,7 @@ class White(Kernel):
     variance: float = 1.0
 
     def __post_init__(self):
-        _check_positive("variance", self.variance)
+        _check_positive(self, "variance")
 
     def cross(self, x1, x2):
         return jnp.zeros((x1.shape[0], x2.shape[0]), x1.dtype)

@@ -5,7 +5,7 @@ from importlib import resources
 
 import numpy as np
 
-NAMES = ("eight_schools", "iris", "kidiq", "old_faithful")
+NAMES = ("eight_schools", "iris", "kidiq", "mauna_loa_co2", "old_faithful")
 
 
 def load(name: str) -> dict[str, np.ndarray]:
