@@ -49,6 +49,12 @@ def absolute_change(key: str, tol: float) -> Monitor:
     return Monitor(lambda: jnp.asarray(jnp.inf), update)
 
 
+@functools.lru_cache(maxsize=16)
+def reported(key: str) -> Monitor:
+    """Converged when the step itself says so in ``info[key]`` (a boolean scalar)."""
+    return Monitor(lambda: jnp.asarray(0.0), lambda state, info: (state, info[key]))
+
+
 _NEVER = Monitor(lambda: jnp.asarray(0.0), lambda s, info: (s, jnp.asarray(False)))
 
 

@@ -1,0 +1,261 @@
+"""Type-II maximum likelihood (or MAP) for Gaussian-process hyperparameters.
+
+The hyperparameters are flattened into one unconstrained vector (logarithms of
+the positive ones), and L-BFGS runs from ``num_restarts`` starting points at once:
+the restarts are the chains of the shared driver, so the whole search is one
+compiled, vmapped program. The gradient of the log marginal likelihood comes from
+:func:`bayeskit.models._gp.log_marginal_likelihood`, whose derivative with respect
+to the covariance matrix is written out (one inverse) rather than traced through
+the factorisation.
+"""
+
+import functools
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bayeskit.models import GaussianProcess
+from bayeskit.models._gp import _check_training_data, log_marginal_likelihood
+
+from ._driver import RunOutput, reported, run
+from ._keys import as_key
+from ._lbfgs import LBFGS
+from ._result import Result
+from ._validation import check_positive_int
+
+# spread of the random restarts around the given hyperparameters, in log units
+_RESTART_SPREAD = 1.0
+
+
+@dataclass(frozen=True)
+class _Parameterisation:
+    """The loss over the fitted leaves of a GP, flattened into one unconstrained vector.
+
+    Positive leaves (every kernel hyperparameter, the noise variance) are fitted on
+    the log scale; the mean as it is. Fixed leaves travel with the data, so changing
+    their values does not recompile.
+    """
+
+    treedef: Any
+    free: tuple[bool, ...]
+    positive: tuple[bool, ...]
+    floors: tuple[float, ...]  # a positive leaf is floor + exp(z)
+    shapes: tuple[tuple[int, ...], ...]
+    priors: tuple  # (leaf index, numpyro distribution)
+
+    def to_unconstrained(self, leaves) -> np.ndarray:
+        parts = [
+            np.ravel(np.log(leaf - floor) if positive else leaf)
+            for leaf, free, positive, floor in zip(leaves, self.free, self.positive, self.floors, strict=True)
+            if free
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def leaves(self, z, fixed_leaves) -> list:
+        out, offset, fixed = [], 0, iter(fixed_leaves)
+        for free, positive, shape, floor in zip(self.free, self.positive, self.shapes, self.floors, strict=True):
+            if not free:
+                out.append(next(fixed))
+                continue
+            size = int(np.prod(shape))
+            value = z[offset : offset + size].reshape(shape)
+            offset += size
+            out.append(floor + jnp.exp(value) if positive else value)
+        return out
+
+    def gp(self, z, fixed_leaves) -> GaussianProcess:
+        return jax.tree_util.tree_unflatten(self.treedef, self.leaves(z, fixed_leaves))
+
+    def __call__(self, z, data):
+        """Negative log marginal likelihood minus the log prior density (in the
+        hyperparameters' own space, so a prior's mode is where it says)."""
+        X, y, mask, fixed_leaves = data
+        leaves = self.leaves(z, fixed_leaves)
+        gp = jax.tree_util.tree_unflatten(self.treedef, leaves)
+        log_prior = sum((jnp.sum(prior.log_prob(leaves[i])) for i, prior in self.priors), 0.0)
+        return -(log_marginal_likelihood(gp, X, y, mask) + log_prior)
+
+
+def fit_gp(
+    gp: GaussianProcess,
+    X,
+    y,
+    *,
+    num_restarts: int = 5,
+    fixed: tuple[str, ...] = (),
+    max_iter: int = 500,
+    rng_key=0,
+    progress: bool = True,
+) -> Result:
+    r"""Fit a GP's hyperparameters by maximising the log marginal likelihood.
+
+    Maximises :math:`\log p(y \mid X, \theta) + \log p(\theta)` over every
+    hyperparameter :math:`\theta` (kernel hyperparameters, a scalar noise variance
+    and the constant mean) except those named in ``fixed``; :math:`p(\theta)` is
+    ``gp.priors`` (hyperparameters without a prior have a flat one, so with no
+    priors this is type-II maximum likelihood; Rasmussen & Williams 2006, ch. 5).
+    Positive hyperparameters are optimised on the log scale. A per-point noise
+    variance is known, not fitted.
+
+    Parameters
+    ----------
+    gp : GaussianProcess
+        The model; its hyperparameters are the first starting point.
+    X, y : arrays (N, D) or (N,), and (N,)
+    num_restarts : int
+        Starting points: the given hyperparameters, then ``num_restarts - 1`` draws
+        around them (log-normal, one log unit of spread); all run together.
+    fixed : tuple of str
+        Hyperparameter names (as in ``gp.hyperparameters()``) held at their values.
+    max_iter : int
+        L-BFGS iterations per restart.
+
+    Returns
+    -------
+    Result
+        ``model`` the fitted GaussianProcess; ``params`` every hyperparameter by name;
+        ``trace["loss"]`` (restart, iteration) the minimised negative log posterior;
+        ``info``: ``log_marginal_likelihood``, ``log_prior``, ``restart_losses``,
+        ``best_restart``, ``restarts_converged``, ``num_iterations``, ``jitter``,
+        ``near_duplicates``, ``loo_residuals`` (standardised leave-one-out residuals,
+        N(0, 1) under the model). ``converged`` is the best restart's.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayeskit.models import GaussianProcess, kernels
+    >>> X = np.linspace(0, 5, 30)
+    >>> y = np.sin(X) + 0.1 * np.random.default_rng(0).normal(size=30)
+    >>> res = fit_gp(GaussianProcess(kernels.RBF(1.0)), X, y, progress=False)
+    >>> bool(0.005 < res.params["noise_variance"] < 0.05)
+    True
+    """
+    if not isinstance(gp, GaussianProcess):
+        raise TypeError(f"gp must be a bayeskit.models.GaussianProcess, got {type(gp).__name__}")
+    X, y = _check_training_data(X, y)
+    num_restarts = check_positive_int("num_restarts", num_restarts)
+    max_iter = check_positive_int("max_iter", max_iter)
+    names = list(gp.hyperparameters())
+    fixed = _check_fixed(fixed, names, gp)
+    gp.condition(X, y)  # the per-point noise length and the starting point's factorisation, checked once
+
+    fit = fit_hyperparameters(gp, X, y, None, fixed, num_restarts, max_iter, rng_key, progress)
+    fitted = GaussianProcess(fit.gp.kernel, fit.gp.noise_variance, fit.gp.mean, dict(gp.priors))  # validated
+    posterior = fitted.condition(X, y)
+    best = fit.best
+    return Result(
+        method="fit_gp",
+        model=fitted,
+        params=fitted.hyperparameters(),
+        trace={"loss": fit.run.trace["loss"]},
+        converged=bool(fit.run.converged[best]),
+        info={
+            "log_marginal_likelihood": posterior.log_marginal_likelihood,
+            "log_prior": -float(fit.losses[best]) - posterior.log_marginal_likelihood,
+            "restart_losses": fit.losses.tolist(),
+            "best_restart": best,
+            "restarts_converged": np.asarray(fit.run.converged).tolist(),
+            "num_iterations": np.asarray(fit.run.n_iter).tolist(),
+            "jitter": posterior.jitter,
+            "near_duplicates": posterior.near_duplicates,
+            "loo_residuals": posterior.loo_residuals().tolist(),
+            "fixed": list(fixed),
+        },
+        observed_data={"y": np.asarray(y)},
+    )
+
+
+class HyperparameterFit(NamedTuple):
+    gp: GaussianProcess  # the best restart's hyperparameters (NumPy leaves, not re-validated)
+    best: int
+    losses: np.ndarray  # final loss per restart (inf where it failed)
+    run: RunOutput
+
+
+def fit_hyperparameters(
+    gp, X, y, mask, fixed, num_restarts, max_iter, rng_key, progress=False, noise_floor=0.0
+) -> HyperparameterFit:
+    """The restarts of :func:`fit_gp` on (possibly padded) data; ``mask`` marks real rows."""
+    parameterisation, fixed_leaves, z0 = _parameterise(gp, fixed, noise_floor)
+    if z0.size == 0:
+        raise ValueError("fixed names every hyperparameter: there is nothing to fit")
+    mask = np.ones(y.shape[0], bool) if mask is None else np.asarray(mask)
+    y_scale = float(np.std(np.asarray(y)[mask]))
+    starts = _starting_points(parameterisation, z0, y_scale, num_restarts, rng_key)
+    step = LBFGS(parameterisation)  # a value, not a bound method, so the compiled loop is reused
+    data = (X, y, mask, fixed_leaves)
+    state = _init(step, starts, data)
+    out = run(
+        step,
+        state,
+        data=data,
+        max_iter=max_iter,
+        objective="loss",
+        monitor=reported("converged"),
+        num_chains=num_restarts,
+        progress=progress,
+        desc="fit_gp",
+    )
+    losses = np.where(np.isfinite(out.state.value), out.state.value, np.inf)
+    best = int(np.argmin(losses))
+    if not np.isfinite(losses[best]):
+        raise ValueError("the log marginal likelihood is not finite at any restart; check the kernel and the data")
+    leaves = [np.asarray(leaf) for leaf in parameterisation.leaves(out.state.z[best], fixed_leaves)]
+    best_gp = jax.tree_util.tree_unflatten(parameterisation.treedef, [_as_python(v) for v in leaves])
+    return HyperparameterFit(best_gp, best, losses, out)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init(step, starts, data):
+    return jax.vmap(step.init, in_axes=(0, None))(starts, data)
+
+
+def _check_fixed(fixed, names, gp) -> tuple[str, ...]:
+    if isinstance(fixed, str):
+        fixed = (fixed,)
+    fixed = tuple(fixed)
+    unknown = [name for name in fixed if name not in names]
+    if unknown:
+        raise ValueError(f"fixed names unknown hyperparameters {unknown}; this GP has {names}")
+    if np.ndim(gp.noise_variance) == 1 and "noise_variance" not in fixed:
+        fixed += ("noise_variance",)  # one variance per point is data, not a hyperparameter
+    return fixed
+
+
+def _parameterise(gp: GaussianProcess, fixed, noise_floor: float = 0.0):
+    with_paths, treedef = jax.tree_util.tree_flatten_with_path(gp)
+    names = list(gp.hyperparameters())
+    leaves = [np.asarray(value, float) for _, value in with_paths]
+    free = tuple(name not in fixed for name in names)
+    positive = tuple(name != "mean" for name in names)
+    floors = tuple(noise_floor if name == "noise_variance" else 0.0 for name in names)
+    if "noise_variance" not in fixed and float(np.min(gp.noise_variance)) <= noise_floor:
+        raise ValueError(f"noise_variance must start above its floor {noise_floor:g}, got {gp.noise_variance!r}")
+    if "noise_variance" not in fixed and float(np.min(gp.noise_variance)) == 0.0:
+        raise ValueError("noise_variance = 0 cannot be fitted on the log scale; start it > 0 or list it in fixed")
+    prior_index = {name: i for i, name in enumerate(names)}
+    priors = tuple((prior_index[name], prior) for name, prior in gp.priors)
+    parameterisation = _Parameterisation(treedef, free, positive, floors, tuple(leaf.shape for leaf in leaves), priors)
+    fixed_leaves = tuple(leaf for leaf, is_free in zip(leaves, free, strict=True) if not is_free)
+    z0 = parameterisation.to_unconstrained(leaves)
+    return parameterisation, fixed_leaves, z0
+
+
+def _starting_points(parameterisation, z0, y_scale, num_restarts, rng_key):
+    """The given point, then draws around it: log-normal for positive hyperparameters,
+    normal with the data's spread for the mean."""
+    scale = []
+    for free, positive, shape in zip(
+        parameterisation.free, parameterisation.positive, parameterisation.shapes, strict=True
+    ):
+        if free:
+            scale.append(np.full(int(np.prod(shape)), _RESTART_SPREAD if positive else max(y_scale, 1e-12)))
+    noise = np.asarray(jax.random.normal(as_key(rng_key), (num_restarts - 1, z0.size)))
+    return np.concatenate([z0[None], z0 + noise * np.concatenate(scale)])
+
+
+def _as_python(value: np.ndarray):
+    return float(value) if value.ndim == 0 else value
