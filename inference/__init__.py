@@ -2,11 +2,13 @@
 
 from bayeskit.models import _config  # noqa: F401  (float64 in JAX unless BAYESKIT_X64=0)
 
-from . import _mixture_checks  # noqa: F401  (registers the mixture diagnostics)
+from . import _gp_checks, _mixture_checks  # noqa: F401  (register their diagnostics)
+from ._bayes_opt import BayesOpt, bayes_opt
 from ._checks import Check, register_check
 from ._diagnostics import Report, diagnose
 from ._em import em, online_em, select_n_components
 from ._errors import ConvergenceError
+from ._gp_fit import fit_gp
 from ._laplace import laplace
 from ._map import map_estimate
 from ._nuts import nuts
@@ -16,13 +18,16 @@ from ._schedules import RobbinsMonro
 from ._svi import svi
 
 __all__ = [
+    "BayesOpt",
     "Check",
     "ConvergenceError",
     "Report",
     "Result",
     "RobbinsMonro",
+    "bayes_opt",
     "diagnose",
     "em",
+    "fit_gp",
     "laplace",
     "map_estimate",
     "nuts",

@@ -47,7 +47,7 @@ class Result:
     marginals : dict[str, ndarray]
         Marginal tables (belief propagation, exact inference).
     trace : dict[str, ndarray]
-        Per-iteration objective, ``(iteration,)`` or ``(chain, iteration)``.
+        Per-iteration objective, ``(iteration,)`` or ``(chain, iteration, ...)``.
     converged : bool
         Whether the returned answer converged.
     info : dict
@@ -210,7 +210,12 @@ def _model_config(model) -> dict | None:
     travel in the params group), or None for anything else."""
     if not (dataclasses.is_dataclass(model) and type(model).__module__.startswith("bayeskit.models")):
         return None
-    return {f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.name != "params"}
+    config = {f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.name != "params"}
+    try:
+        json.dumps(config)
+    except TypeError:
+        return None  # arguments that are objects (a GP's kernel and priors): not rebuilt on load
+    return config
 
 
 def _rebuild_model(attrs: dict, params: dict):
@@ -226,7 +231,8 @@ def _trace_dataset(trace: dict) -> xr.Dataset:
     data = {}
     for name, values in trace.items():
         values = np.asarray(values)
-        dims = ("chain", f"{name}_iteration") if values.ndim == 2 else (f"{name}_iteration",)
+        dims = ("chain", f"{name}_iteration") if values.ndim >= 2 else (f"{name}_iteration",)
+        dims += tuple(f"{name}_dim_{i}" for i in range(values.ndim - 2))
         data[name] = (dims, values)
     return xr.Dataset(data)
 

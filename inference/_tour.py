@@ -15,10 +15,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bayeskit.models import GaussianMixture, data, examples
+from bayeskit.models import GaussianMixture, GaussianProcess, data, examples, kernels
 
+from ._bayes_opt import bayes_opt
 from ._diagnostics import diagnose
 from ._em import em, online_em, select_n_components
+from ._gp_fit import fit_gp
 from ._laplace import laplace
 from ._nuts import nuts
 from ._predictive import predictive
@@ -122,6 +124,40 @@ TOUR += [
         "iris_stream_online_em",
         "online EM on a stream of 50,000 points drawn from the iris fit, batches of 500",
         lambda quick: online_em(GaussianMixture(3), _iris_stream(), batch_size=500, num_epochs=2, progress=False),
+    ),
+]
+
+
+def _mauna_loa(quick):
+    """Monthly CO2 at Mauna Loa with a trend + seasonal + irregular + noise kernel
+    (Rasmussen & Williams 2006, section 5.4.3), on years since 1958 and ppm about the mean."""
+    d = data.load("mauna_loa_co2")
+    step = 3 if quick else 1
+    t, co2 = d["year"][::step] - 1958.0, d["co2"][::step]
+    kernel = (
+        kernels.RBF(50.0, 2000.0)
+        + kernels.RBF(100.0, 4.0) * kernels.Periodic(1.0, 1.0, 1.0)
+        + kernels.Matern32(1.0, 0.5)
+    )
+    gp = GaussianProcess(kernel, noise_variance=0.05, mean=float(co2.mean()))
+    return fit_gp(gp, t, co2, num_restarts=3, fixed=("kernel.left.right.right.period", "mean"), progress=False)
+
+
+def _branin(x):
+    b, c, t = 5.1 / (4 * np.pi**2), 5 / np.pi, 1 / (8 * np.pi)
+    return (x[1] - b * x[0] ** 2 + c * x[0] - 6) ** 2 + 10 * (1 - t) * np.cos(x[0]) + 10
+
+
+TOUR += [
+    Stop(
+        "mauna_loa_gp",
+        "GP with a composite kernel on the Mauna Loa CO2 record, type-II maximum likelihood",
+        _mauna_loa,
+    ),
+    Stop(
+        "branin_bayes_opt",
+        "Bayesian optimisation of the Branin function, 40 evaluations, log EI",
+        lambda quick: bayes_opt(_branin, [(-5.0, 10.0), (0.0, 15.0)], num_iterations=35, progress=False),
     ),
 ]
 

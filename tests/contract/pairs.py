@@ -10,8 +10,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bayeskit.inference import em, laplace, map_estimate, nuts, online_em, svi
-from bayeskit.models import GaussianMixture, data, examples
+from bayeskit.inference import bayes_opt, em, fit_gp, laplace, map_estimate, nuts, online_em, svi
+from bayeskit.models import GaussianMixture, GaussianProcess, data, examples, kernels
 
 
 class Pair(NamedTuple):
@@ -115,5 +115,46 @@ PAIRS += [
         "gmm/nuts",
         lambda: nuts(GaussianMixture(2), _FAITHFUL, num_warmup=500, num_samples=500, num_chains=2, progress=False),
         _centred_on_the_mle,
+    ),
+]
+
+
+# Gaussian processes: type-II maximum likelihood against scikit-learn, and BO on a
+# quadratic bowl whose minimum is known.
+_GP_X = np.random.default_rng(3).uniform(-3, 3, size=(60, 2))
+_GP_Y = np.sin(_GP_X[:, 0]) * np.cos(_GP_X[:, 1]) + 0.1 * np.random.default_rng(4).normal(size=60)
+
+
+def _at_least_sklearns_lml(res):
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process import kernels as sk
+
+    kernel = sk.ConstantKernel(1.0) * sk.Matern(np.ones(2), nu=2.5) + sk.WhiteKernel(1.0)
+    theirs = GaussianProcessRegressor(kernel, n_restarts_optimizer=4, random_state=0).fit(_GP_X, _GP_Y)
+    assert res.info["log_marginal_likelihood"] >= theirs.log_marginal_likelihood_value_ - 0.05
+
+
+def _finds_the_bowls_minimum(res):
+    assert np.max(np.abs(res.params["x"] - np.array([0.3, -0.2]))) < 0.05
+    assert float(res.params["value"]) < 1e-3
+
+
+PAIRS += [
+    Pair(
+        "gp/fit_gp",
+        lambda: fit_gp(
+            GaussianProcess(kernels.Matern52(np.ones(2)), 1.0), _GP_X, _GP_Y, fixed=("mean",), progress=False
+        ),
+        _at_least_sklearns_lml,
+    ),
+    Pair(
+        "gp/bayes_opt",
+        lambda: bayes_opt(
+            lambda x: float(np.sum((x - np.array([0.3, -0.2])) ** 2)),
+            [(-1.0, 1.0), (-1.0, 1.0)],
+            num_iterations=15,
+            progress=False,
+        ),
+        _finds_the_bowls_minimum,
     ),
 ]

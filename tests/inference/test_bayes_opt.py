@@ -1,0 +1,129 @@
+"""Bayesian optimisation: known optima, failures and bad input."""
+
+import math
+
+import numpy as np
+import pytest
+
+from bayeskit.inference import BayesOpt, bayes_opt, diagnose
+
+BRANIN_BOUNDS = [(-5.0, 10.0), (0.0, 15.0)]
+BRANIN_MIN = 0.397887
+
+
+def branin(x):
+    b, c, t = 5.1 / (4 * math.pi**2), 5 / math.pi, 1 / (8 * math.pi)
+    return (x[1] - b * x[0] ** 2 + c * x[0] - 6) ** 2 + 10 * (1 - t) * math.cos(x[0]) + 10
+
+
+def test_branin_regret_after_40_evaluations():
+    regrets = []
+    for seed in range(3):
+        res = bayes_opt(branin, BRANIN_BOUNDS, num_iterations=35, num_initial=5, rng_key=seed, progress=False)
+        assert len(res.info["y"]) == 40
+        regrets.append(float(res.params["value"]) - BRANIN_MIN)
+        best = res.trace["best_value"]
+        assert np.all(np.diff(best) <= 0) and best[-1] == res.params["value"]
+    assert np.median(regrets) < 0.005
+
+
+def test_failed_evaluations_are_recorded_and_the_loop_goes_on():
+    calls = []
+
+    def flaky(x):
+        calls.append(x)
+        if len(calls) == 4:
+            return math.nan
+        if len(calls) == 6:
+            raise RuntimeError("simulator crashed")
+        return float(np.sum((x - 0.3) ** 2))
+
+    res = bayes_opt(flaky, [(0.0, 1.0)] * 2, num_iterations=8, num_initial=3, progress=False)
+    assert len(calls) == 11 and res.info["failed"] == [3, 5]
+    assert res.info["y"][3] is None and "simulator crashed" in res.info["errors"][0]["error"]
+    assert np.all(np.isfinite(res.trace["best_value"]))
+    assert float(res.params["value"]) < 0.01
+
+
+def test_maximize_batches_and_warm_start():
+    def bump(x):
+        return float(np.exp(-np.sum((x - np.array([0.2, -0.4])) ** 2)))
+
+    warm_X = np.array([[0.9, 0.9], [-0.9, 0.5]])
+    warm_y = np.array([bump(x) for x in warm_X])
+    res = bayes_opt(
+        bump,
+        [(-1.0, 1.0)] * 2,
+        num_iterations=4,
+        num_initial=4,
+        batch_size=3,
+        minimize=False,
+        X_init=warm_X,
+        y_init=warm_y,
+        progress=False,
+    )
+    # the warm start counts toward the initial design: 2 more, then 4 rounds of 3
+    assert len(res.info["y"]) == 2 + 2 + 12
+    np.testing.assert_allclose(res.info["X"][:2], warm_X)
+    assert np.all(np.diff(res.trace["best_value"]) >= 0)
+    assert float(res.params["value"]) > 0.98
+    assert res.trace["surrogate.kernel.lengthscale"].shape == (1, 4, 2)
+
+
+def test_noisy_objective_reports_the_best_posterior_mean():
+    rng = np.random.default_rng(0)
+
+    def noisy(x):
+        return float((x[0] - 0.6) ** 2 + 0.05 * rng.normal())
+
+    res = bayes_opt(noisy, [(0.0, 1.0)], num_iterations=20, num_initial=5, progress=False)
+    best = res.info["best_posterior_mean"]
+    assert abs(best["x"][0] - 0.6) < 0.15
+    # the best single observation is biased low by the noise; the posterior mean is not
+    assert float(res.params["value"]) < best["mean"]
+    report = diagnose(res)
+    assert report["best_value"].status == "ok"
+
+
+def test_ask_tell():
+    opt = BayesOpt([(0.0, 2.0), (-1.0, 1.0)], num_initial=3, acquisition="ucb", rng_key=1)
+    first = opt.ask(3)
+    assert first.shape == (3, 2)
+    opt.tell(first, [float(np.sum(x**2)) for x in first])
+    x = opt.ask()
+    assert x.shape == (2,) and 0 <= x[0] <= 2 and -1 <= x[1] <= 1
+    opt.tell(x, float(np.sum(x**2)))
+    assert len(opt.result().info["y"]) == 4
+
+
+@pytest.mark.parametrize(
+    "bounds, message",
+    [
+        ([(1.0, 1.0)], "low < high"),
+        ([(2.0, 1.0)], "low < high"),
+        ([(0.0, np.inf)], "finite"),
+        ([1.0, 2.0], "pairs"),
+        ([], "pairs"),
+    ],
+)
+def test_bad_bounds_are_refused(bounds, message):
+    with pytest.raises(ValueError, match=message):
+        BayesOpt(bounds)
+
+
+def test_bad_arguments_are_refused():
+    opt = BayesOpt([(0.0, 1.0)])
+    with pytest.raises(ValueError, match="acquisition"):
+        BayesOpt([(0.0, 1.0)], acquisition="thompson")
+    with pytest.raises(ValueError, match="outside the bounds"):
+        opt.tell(np.array([2.0]), 1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        opt.tell(np.array([np.nan]), 1.0)
+    with pytest.raises(ValueError, match="one value per point"):
+        opt.tell(np.array([[0.1], [0.2]]), [1.0])
+    with pytest.raises(ValueError, match="no evaluations"):
+        opt.result()
+    with pytest.raises(ValueError, match="X_init and y_init"):
+        bayes_opt(lambda x: 0.0, [(0.0, 1.0)], X_init=[[0.5]], progress=False)
+    with pytest.raises(TypeError, match="callable"):
+        bayes_opt(3.0, [(0.0, 1.0)])
