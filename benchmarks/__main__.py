@@ -2,9 +2,13 @@
 
 import sys
 
-from . import generic_routines, mixtures
+from . import gaussian_processes, generic_routines, mixtures
 
-BENCHMARKS = {"generic_routines": generic_routines.main, "mixtures": mixtures.main}
+BENCHMARKS = {
+    "generic_routines": generic_routines.main,
+    "mixtures": mixtures.main,
+    "gaussian_processes": gaussian_processes.main,
+}
 
 
 def main(argv: list[str]) -> int:

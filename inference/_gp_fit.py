@@ -47,8 +47,9 @@ class _Parameterisation:
     priors: tuple  # (leaf index, numpyro distribution)
 
     def to_unconstrained(self, leaves) -> np.ndarray:
+        # last round's fit may sit on the floor: start just above it
         parts = [
-            np.ravel(np.log(leaf - floor) if positive else leaf)
+            np.ravel(np.log(np.maximum(leaf - floor, 1e-3 * floor)) if positive else leaf)
             for leaf, free, positive, floor in zip(leaves, self.free, self.positive, self.floors, strict=True)
             if free
         ]
@@ -232,8 +233,6 @@ def _parameterise(gp: GaussianProcess, fixed, noise_floor: float = 0.0):
     free = tuple(name not in fixed for name in names)
     positive = tuple(name != "mean" for name in names)
     floors = tuple(noise_floor if name == "noise_variance" else 0.0 for name in names)
-    if "noise_variance" not in fixed and float(np.min(gp.noise_variance)) <= noise_floor:
-        raise ValueError(f"noise_variance must start above its floor {noise_floor:g}, got {gp.noise_variance!r}")
     if "noise_variance" not in fixed and float(np.min(gp.noise_variance)) == 0.0:
         raise ValueError("noise_variance = 0 cannot be fitted on the log scale; start it > 0 or list it in fixed")
     prior_index = {name: i for i, name in enumerate(names)}

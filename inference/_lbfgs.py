@@ -38,7 +38,7 @@ class LBFGS:
     memory: int = 10
     gtol: float = 1e-5
     ftol: float = 1e-9
-    max_backtracks: int = 30
+    max_backtracks: int = 15
     armijo: float = 1e-4
 
     def init(self, z, data) -> LBFGSState:
