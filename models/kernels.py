@@ -111,12 +111,12 @@ class _Stationary(Kernel):
 
 
 def _scaled_sq_dist(x1, x2, lengthscale):
-    """Squared distances between the rows of x1 / l and x2 / l, expanded as one matrix
-    product about a common centre (which keeps the cancellation small)."""
-    centre = jnp.mean(x1, axis=0)
-    a, b = (x1 - centre) / lengthscale, (x2 - centre) / lengthscale
-    sq = jnp.sum(a**2, axis=1)[:, None] - 2 * a @ b.T + jnp.sum(b**2, axis=1)[None, :]
-    return jnp.maximum(sq, 0.0)  # round-off floor: a squared distance is never negative
+    """Squared distances between the rows of x1 / l and x2 / l, from the differences
+    themselves: the expansion |a|^2 - 2 a.b + |b|^2 leaves round-off of order |a|^2 where
+    the distance is 0, which the square root in the Matérn kernels turns into large
+    errors in values and gradients near the diagonal."""
+    diff = (x1[:, None, :] - x2[None, :, :]) / lengthscale
+    return jnp.sum(diff**2, axis=-1)
 
 
 def _constant_diag(x, value):

@@ -131,3 +131,20 @@ def test_per_point_noise_must_match_the_data():
         post.predict(np.zeros((1, 1)), include_noise=True)
     with pytest.raises(ValueError, match="1 columns"):
         post.predict(np.zeros((1, 2)))
+
+
+@pytest.mark.parametrize("kernel", [kernels.Matern12, kernels.Matern32, kernels.Matern52, kernels.RBF])
+def test_compiled_kernel_gradients_match_finite_differences_on_1d_inputs(kernel):
+    # points spread far from their centre: where round-off near the diagonal would
+    # show through the Matérn kernels' square root
+    import jax
+
+    x = np.sort(np.random.default_rng(0).uniform(0, 10, 30))
+
+    def total(lengthscale):
+        return jax.numpy.sum(kernel(lengthscale, 1.0)(x))
+
+    gradient = float(jax.jit(jax.grad(total))(1.0))
+    finite_difference = (float(total(1.0 + 1e-6)) - float(total(1.0 - 1e-6))) / 2e-6
+    assert gradient == pytest.approx(finite_difference, rel=1e-6)
+    np.testing.assert_allclose(np.diag(jax.jit(lambda: kernel(1.0, 1.0)(x))()), 1.0, atol=1e-15)
