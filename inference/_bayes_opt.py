@@ -4,7 +4,7 @@ Internally the inputs live in the unit cube and the objective is minimised after
 standardisation, so one set of weak default priors suits every problem. Each round
 the surrogate's hyperparameters are refitted (MAP under those priors, warm-started
 from the last round), and the acquisition is maximised by scoring many random
-points and refining the best of them by L-BFGS, all in one compiled call. The data
+points and refining the best of them by gradient ascent, all in one compiled call. The data
 are padded to a few bucket sizes so the compiled programs are reused as they grow.
 """
 
@@ -20,6 +20,7 @@ import optax
 from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import erfcx, log_ndtr, ndtr
 from scipy.stats import qmc
+from tqdm.auto import tqdm
 
 from bayeskit.models import GaussianProcess, kernels
 from bayeskit.models._numerics import robust_cholesky
@@ -33,7 +34,7 @@ ACQUISITIONS = ("log_ei", "ei", "ucb", "pi")
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 _LOG_SQRT_PI_OVER_2 = 0.5 * math.log(math.pi / 2)
 _NUM_CANDIDATES = 1024  # random points scored per proposal
-_NUM_REFINED = 8  # of which the best are refined by L-BFGS
+_NUM_REFINED = 8  # of which the best are refined by gradient ascent
 _REFINE_ITERATIONS = 100
 _REFINE_STEP = 0.05  # Adam's step in logit units
 # least noise variance of the standardised surrogate (as BoTorch's constraint): points
@@ -355,8 +356,6 @@ def bayes_opt(
     initial = max(num_initial - len(opt.y), 0)
     if initial:
         evaluate(opt.ask(initial))
-    from tqdm.auto import tqdm
-
     for _ in tqdm(range(num_iterations), desc="bayes_opt", disable=not progress, delay=1.0, leave=False):
         evaluate(opt.ask(batch_size))
     res = opt.result()
