@@ -3,7 +3,7 @@
 Internally the inputs live in the unit cube and the objective is minimised after
 standardisation, so one set of weak default priors suits every problem. Each round
 the surrogate's hyperparameters are refitted (MAP under those priors, warm-started
-from the last round), and the acquisition is maximised by scoring many random
+from the last round, or drawn by NUTS and integrated over), and the acquisition is maximised by scoring many random
 points and refining the best of them by gradient ascent, all in one compiled call. The data
 are padded to a few bucket sizes so the compiled programs are reused as they grow.
 """
@@ -25,12 +25,13 @@ from tqdm.auto import tqdm
 from bayeskit.models import GaussianProcess, kernels
 from bayeskit.models._numerics import robust_cholesky
 
-from ._gp_fit import fit_hyperparameters
+from ._gp_fit import fit_hyperparameters, sample_hyperparameters
 from ._keys import as_key
 from ._result import Result
 from ._validation import check_choice, check_positive_float, check_positive_int
 
 ACQUISITIONS = ("log_ei", "ei", "ucb", "pi")
+HYPERPARAMETERS = ("map", "nuts")
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 _LOG_SQRT_PI_OVER_2 = 0.5 * math.log(math.pi / 2)
 _NUM_CANDIDATES = 1024  # random points scored per proposal
@@ -40,6 +41,9 @@ _REFINE_STEP = 0.05  # Adam's step in logit units
 # least noise variance of the standardised surrogate (as BoTorch's constraint): points
 # that crowd around an optimum would otherwise make the kernel matrix singular
 _NOISE_FLOOR = 1e-6
+# NUTS per round (hyperparameters="nuts"): a short warm-up suffices because each
+# round's chain starts where the last one ended
+_NUTS_WARMUP, _NUTS_DRAWS, _NUTS_THINNING = 128, 16, 4
 
 
 @functools.lru_cache(maxsize=32)  # one object per dimension: compiled programs are reused across runs
@@ -48,7 +52,9 @@ def default_surrogate(dim: int) -> GaussianProcess:
     ARD lengthscales, and weak priors (lengthscale :math:`\log\ell \sim N(\sqrt2 + \tfrac12\log D, 3)`,
     as Hvarfner et al. 2024 recommend so that the prior scales with the dimension;
     signal variance :math:`\log\sigma^2 \sim N(0, 1)`; noise :math:`\log\sigma_n^2 \sim N(-9, 3)`,
-    which lets a deterministic objective be interpolated and a noisy one smoothed)."""
+    which lets a deterministic objective be interpolated and a noisy one smoothed;
+    constant mean :math:`N(0, 1)`, so unexplored regions are predicted at the level
+    the data support, not at their average)."""
     loc = math.sqrt(2) + 0.5 * math.log(dim)
     return GaussianProcess(
         kernels.Matern52(lengthscale=np.full(dim, math.exp(loc - 1.5)), variance=1.0),
@@ -58,6 +64,7 @@ def default_surrogate(dim: int) -> GaussianProcess:
             "kernel.lengthscale": dist.LogNormal(loc, math.sqrt(3)),
             "kernel.variance": dist.LogNormal(0.0, 1.0),
             "noise_variance": dist.LogNormal(-9.0, 3.0),
+            "mean": dist.Normal(0.0, 1.0),
         },
     )
 
@@ -81,8 +88,13 @@ class BayesOpt:
     surrogate : GaussianProcess, optional
         The model on the unit cube with standardised outputs; ``priors`` on its
         hyperparameters make the refit a MAP fit. Default :func:`default_surrogate`.
+    hyperparameters : {"map", "nuts"}
+        Refit the surrogate's hyperparameters each round by MAP (fast), or draw them
+        from their posterior by NUTS and average the acquisition over the draws
+        (slower; less easily misled by a few points, and it needs a prior on every
+        hyperparameter, as the default surrogate has).
     num_restarts : int
-        Restarts of each round's hyperparameter fit (the first from last round's fit).
+        Restarts of each round's MAP fit (the first from last round's fit).
     beta : float
         Exploration weight of ``ucb``.
     rng_key : int or PRNG key
@@ -105,6 +117,7 @@ class BayesOpt:
         minimize: bool = True,
         num_initial: int = 5,
         surrogate: GaussianProcess | None = None,
+        hyperparameters: str = "map",
         num_restarts: int = 4,
         beta: float = 2.0,
         rng_key=0,
@@ -113,12 +126,14 @@ class BayesOpt:
         self.dim = self.bounds.shape[0]
         self.acquisition = check_choice("acquisition", acquisition, ACQUISITIONS)
         self.minimize = bool(minimize)
+        self.hyperparameters = check_choice("hyperparameters", hyperparameters, HYPERPARAMETERS)
         self.num_initial = check_positive_int("num_initial", num_initial)
         self.num_restarts = check_positive_int("num_restarts", num_restarts)
         self.beta = check_positive_float("beta", beta)
         self.surrogate = default_surrogate(self.dim) if surrogate is None else surrogate
         if not isinstance(self.surrogate, GaussianProcess):
             raise TypeError(f"surrogate must be a GaussianProcess, got {type(self.surrogate).__name__}")
+        self._draws = _as_draws(self.surrogate)  # the hyperparameters the acquisition averages over
         self._key = as_key(rng_key)
         seed = int(jax.random.randint(self._next_key(), (), 0, 2**31 - 1))
         self._design = qmc.LatinHypercube(d=self.dim, seed=seed)
@@ -223,35 +238,56 @@ class BayesOpt:
         return U, (v - centre) / scale, centre, scale
 
     def _fit(self):
-        U, v, centre, scale = self._standardised()
-        size = _bucket(len(v))
-        X_pad, v_pad, mask = _pad(U, v, size)
+        """Refit the surrogate to the data so far; returns this round's record and the padded data."""
+        U, v, _, _ = self._standardised()
+        X_pad, v_pad, mask = _pad(U, v, _bucket(len(v)))
+        priors = dict(self.surrogate.priors)
+        if self.hyperparameters == "nuts":
+            self._draws, divergences = sample_hyperparameters(
+                self.surrogate,
+                X_pad,
+                v_pad,
+                mask,
+                self._next_key(),
+                num_warmup=_NUTS_WARMUP,
+                num_draws=_NUTS_DRAWS,
+                thinning=_NUTS_THINNING,
+                noise_floor=_NOISE_FLOOR,
+            )
+            last = jax.tree_util.tree_map(lambda leaf: leaf[-1], self._draws)  # where the next round's chain starts
+            self.surrogate = GaussianProcess(last.kernel, last.noise_variance, last.mean, priors)
+            names = list(self.surrogate.hyperparameters())
+            leaves = jax.tree_util.tree_leaves(self._draws)
+            record = {name: np.mean(leaf, axis=0).tolist() for name, leaf in zip(names, leaves, strict=True)}
+            record["divergences"] = divergences
+            return record, X_pad, v_pad, mask
         fit = fit_hyperparameters(
             self.surrogate,
             X_pad,
             v_pad,
             mask,
-            ("mean",),
+            (),
             self.num_restarts,
             200,
             self._next_key(),
             noise_floor=_NOISE_FLOOR,
         )
-        self.surrogate = GaussianProcess(fit.gp.kernel, fit.gp.noise_variance, 0.0, dict(self.surrogate.priors))
-        return X_pad, v_pad, mask, centre, scale
+        self.surrogate = GaussianProcess(fit.gp.kernel, fit.gp.noise_variance, fit.gp.mean, priors)
+        self._draws = _as_draws(self.surrogate)
+        record = {name: np.asarray(value).tolist() for name, value in self.surrogate.hyperparameters().items()}
+        return record, X_pad, v_pad, mask
 
     def _propose(self, count: int) -> np.ndarray:
         """``count`` points by maximising the acquisition; beyond the first, each is
         added to the data at the surrogate's mean (kriging believer) before the next."""
-        X_pad, v_pad, mask, _, _ = self._fit()
+        record, X_pad, v_pad, mask = self._fit()
         n = int(np.sum(mask))
         if n + count > X_pad.shape[0]:
             X_pad, v_pad, mask = _pad(X_pad[:n], v_pad[:n], _bucket(n + count))
-        record = {name: np.asarray(value).tolist() for name, value in self.surrogate.hyperparameters().items()}
         points, successes = [], []
         for _ in range(count):
             u, improved, mean = _maximise_acquisition(
-                self.surrogate, X_pad, v_pad, mask, self.acquisition, self.beta, self._next_key()
+                self._draws, X_pad, v_pad, mask, self.acquisition, self.beta, self._next_key()
             )
             points.append(np.asarray(u))
             successes.append(bool(improved))
@@ -267,14 +303,15 @@ class BayesOpt:
         a better answer than the best single (noisy) observation."""
         U, v, centre, scale = self._standardised()
         X_pad, v_pad, mask = _pad(U, v, _bucket(len(v)))
-        means = np.asarray(_posterior_mean_at_data(self.surrogate, X_pad, v_pad, mask))[: len(v)]
+        means = np.asarray(_posterior_mean_at_data(self._draws, X_pad, v_pad, mask))[: len(v)]
         means = np.where(np.isfinite(np.asarray(self.y)), means, np.inf)
         best = int(np.argmin(means))
         value = centre + scale * float(means[best])
         return {"x": np.asarray(self.X[best]).tolist(), "mean": value if self.minimize else -value}
 
     def _hyperparameter_trace(self) -> dict:
-        """Each round's surrogate hyperparameters as ``(1, round, ...)`` arrays."""
+        """Each round's surrogate hyperparameters (with NUTS, their posterior means) as
+        ``(1, round, ...)`` arrays."""
         if not self.rounds:
             return {}
         names = self.surrogate.hyperparameters()
@@ -293,6 +330,7 @@ def bayes_opt(
     X_init=None,
     y_init=None,
     surrogate: GaussianProcess | None = None,
+    hyperparameters: str = "map",
     num_restarts: int = 4,
     rng_key=0,
     progress: bool = True,
@@ -314,8 +352,9 @@ def bayes_opt(
         ``info``: ``X``, ``y`` (every evaluation in order; None where it failed),
         ``failed`` (their indices), ``errors`` (messages of exceptions),
         ``best_posterior_mean`` (``x`` and the surrogate's ``mean`` there, for noisy
-        objectives), ``rounds`` (hyperparameters and whether the acquisition's
-        refinement improved on random search, per round), ``bounds``.
+        objectives), ``rounds`` (hyperparameters, whether the acquisition's refinement
+        improved on random search, and with NUTS the divergent transitions, per round),
+        ``bounds``. See :class:`BayesOpt` for the other arguments.
 
     Examples
     --------
@@ -333,6 +372,7 @@ def bayes_opt(
         minimize=minimize,
         num_initial=num_initial,
         surrogate=surrogate,
+        hyperparameters=hyperparameters,
         num_restarts=num_restarts,
         rng_key=rng_key,
     )
@@ -394,9 +434,19 @@ def _pad(U, v, size):
     return X_pad, v_pad, np.arange(size) < n
 
 
+def _as_draws(gp):
+    """One GP as a single 'draw': every leaf with a leading axis of length 1."""
+    return jax.tree_util.tree_map(lambda leaf: np.asarray(leaf)[None], gp)
+
+
 @jax.jit
-def _posterior_factors(gp, X, v, mask):
-    """Cholesky factor's inverse and weights of the masked posterior (padded rows inert)."""
+def _posterior_factors(draws, X, v, mask):
+    """Per draw, the Cholesky factor's inverse and the weights of the masked posterior
+    (padded rows inert). A sequential map: batched LAPACK calls stall XLA:CPU."""
+    return jax.lax.map(lambda gp: _factors(gp, X, v, mask), draws)
+
+
+def _factors(gp, X, v, mask):
     n = v.shape[0]
     both = mask[:, None] & mask[None, :]
     covariance = jnp.where(both, gp.kernel(X) + gp.noise_variance * jnp.eye(n), jnp.eye(n))
@@ -406,9 +456,13 @@ def _posterior_factors(gp, X, v, mask):
     return inverse_factor, alpha
 
 
-def _moments(gp, X, mask, inverse_factor, alpha, u):
-    """Posterior mean and standard deviation of the latent f at one point ``u`` (D,).
-    Matrix products only (no LAPACK call), so it vmaps over many points cheaply."""
+def _moments(draws, X, mask, inverse_factors, alphas, u):
+    """Posterior mean and standard deviation of the latent f at one point ``u`` (D,),
+    per draw. Matrix products only (no LAPACK call), so it vmaps over many points cheaply."""
+    return jax.vmap(_moments_one, in_axes=(0, None, None, 0, 0, None))(draws, X, mask, inverse_factors, alphas, u)
+
+
+def _moments_one(gp, X, mask, inverse_factor, alpha, u):
     cross = jnp.where(mask, gp.kernel.cross(X, u[None])[:, 0], 0.0)
     mean = gp.mean + cross @ alpha
     v = inverse_factor @ cross
@@ -427,8 +481,17 @@ def _log_h(z):
     return jnp.where(z > -1.0, direct, tail)
 
 
-def _acquisition_value(kind, beta, mean, sd, incumbent):
-    """Larger is better; the objective is minimised."""
+def _acquisition_value(kind, beta, means, sds, incumbent):
+    """Larger is better; the objective is minimised. With several hyperparameter draws,
+    the acquisition averaged over them (on the log scale for ``log_ei`` and ``pi``, the
+    log of the average)."""
+    values = _acquisition_per_draw(kind, beta, means, sds, incumbent)
+    if kind in ("log_ei", "pi"):
+        return jax.nn.logsumexp(values) - math.log(values.shape[0])
+    return jnp.mean(values)
+
+
+def _acquisition_per_draw(kind, beta, mean, sd, incumbent):
     z = (incumbent - mean) / sd
     if kind == "log_ei":
         return _log_h(z) + jnp.log(sd)
@@ -440,24 +503,25 @@ def _acquisition_value(kind, beta, mean, sd, incumbent):
 
 
 @jax.jit
-def _posterior_mean_at_data(gp, X, v, mask):
-    inverse_factor, alpha = _posterior_factors(gp, X, v, mask)
-    return jax.vmap(lambda u: _moments(gp, X, mask, inverse_factor, alpha, u)[0])(X)
+def _posterior_mean_at_data(draws, X, v, mask):
+    """The surrogate's mean (averaged over draws) at every row of ``X``."""
+    inverse_factors, alphas = _posterior_factors(draws, X, v, mask)
+    return jax.vmap(lambda u: jnp.mean(_moments(draws, X, mask, inverse_factors, alphas, u)[0]))(X)
 
 
 @functools.partial(jax.jit, static_argnames=("kind",))
-def _maximise_acquisition(gp, X, v, mask, kind, beta, key):
+def _maximise_acquisition(draws, X, v, mask, kind, beta, key):
     """Score random points, refine the best by gradient ascent (Adam) in a logit
     parameterisation of the cube. Returns the point, whether refinement beat the best
     random point, and the surrogate's mean there (for the kriging believer)."""
-    inverse_factor, alpha = _posterior_factors(gp, X, v, mask)
+    inverse_factors, alphas = _posterior_factors(draws, X, v, mask)
 
     def moments(u):
-        return _moments(gp, X, mask, inverse_factor, alpha, u)
+        return _moments(draws, X, mask, inverse_factors, alphas, u)
 
     # the incumbent: the lowest posterior mean at the data (the lowest observation
     # when the noise is negligible, and robust to noise otherwise)
-    incumbent = jnp.min(jnp.where(mask, jax.vmap(moments)(X)[0], jnp.inf))
+    incumbent = jnp.min(jnp.where(mask, jnp.mean(jax.vmap(moments)(X)[0], axis=1), jnp.inf))
 
     def score(u):
         mean, sd = moments(u)
@@ -484,4 +548,4 @@ def _maximise_acquisition(gp, X, v, mask, kind, beta, key):
     best = jnp.argmax(refined_scores)
     improved = refined_scores[best] >= scores[top[0]]
     u = jnp.where(improved, refined[best], candidates[top[0]])
-    return u, improved, moments(u)[0]
+    return u, improved, jnp.mean(moments(u)[0])

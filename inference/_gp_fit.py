@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from numpyro.infer.hmc import hmc
 
 from bayeskit.models import GaussianProcess
 from bayeskit.models._gp import _check_training_data, log_marginal_likelihood
@@ -28,6 +29,7 @@ from ._validation import check_positive_int
 
 # spread of the random restarts around the given hyperparameters, in log units
 _RESTART_SPREAD = 1.0
+_NUTS_TREE_DEPTH = 6  # a handful of hyperparameters: short trajectories suffice
 
 
 @dataclass(frozen=True)
@@ -207,6 +209,52 @@ def fit_hyperparameters(
     leaves = [np.asarray(leaf) for leaf in parameterisation.leaves(out.state.z[best], fixed_leaves)]
     best_gp = jax.tree_util.tree_unflatten(parameterisation.treedef, [_as_python(v) for v in leaves])
     return HyperparameterFit(best_gp, best, losses, out)
+
+
+def sample_hyperparameters(gp, X, y, mask, rng_key, *, num_warmup, num_draws, thinning, noise_floor=0.0):
+    """NUTS draws of every hyperparameter from their posterior under ``gp.priors``,
+    on (possibly padded) data, started at ``gp``'s values. Returns the draws as one GP
+    whose leaves have a leading draw axis (not re-validated), and the number of
+    divergent transitions."""
+    names = list(gp.hyperparameters())
+    without = [name for name in names if name not in dict(gp.priors)]
+    if without:
+        raise ValueError(f"marginalising with NUTS needs a prior on every hyperparameter; {without} have none")
+    parameterisation, fixed_leaves, z0 = _parameterise(gp, (), noise_floor)
+    data = (X, y, np.ones(y.shape[0], bool) if mask is None else np.asarray(mask), fixed_leaves)
+    z, divergent = _nuts(parameterisation, num_warmup, num_draws, thinning, z0, data, as_key(rng_key))
+    leaves = jax.vmap(lambda z: parameterisation.leaves(z, fixed_leaves))(z)
+    draws = jax.tree_util.tree_unflatten(parameterisation.treedef, [np.asarray(leaf) for leaf in leaves])
+    return draws, int(divergent)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _nuts(parameterisation, num_warmup, num_draws, thinning, z0, data, key):
+    """One NUTS chain in the unconstrained space, whose density carries the Jacobian
+    of the log transform (the loss is a density in the hyperparameters' own space)."""
+    log_jacobian_mask = np.concatenate(
+        [
+            np.full(int(np.prod(shape)), positive, float)
+            for free, positive, shape in zip(
+                parameterisation.free, parameterisation.positive, parameterisation.shapes, strict=True
+            )
+            if free
+        ]
+    )
+
+    def potential(data):
+        return lambda z: parameterisation(z, data) - log_jacobian_mask @ z
+
+    init_kernel, sample_kernel = hmc(potential_fn_gen=potential, algo="NUTS")
+    state = init_kernel(z0, num_warmup, max_tree_depth=_NUTS_TREE_DEPTH, model_args=(data,), rng_key=key)
+    state = jax.lax.fori_loop(0, num_warmup, lambda _, state: sample_kernel(state, model_args=(data,)), state)
+
+    def draw(state, _):
+        state = jax.lax.fori_loop(0, thinning, lambda _, state: sample_kernel(state, model_args=(data,)), state)
+        return state, (state.z, state.diverging)
+
+    _, (z, diverging) = jax.lax.scan(draw, state, None, length=num_draws)
+    return z, jnp.sum(diverging)
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -95,7 +95,9 @@ class GaussianProcess:
         import numpyro.distributions as dist
 
         X = _check_inputs(X, "X")
-        values = {name: numpyro.sample(name, prior) for name, prior in self.priors}
+        shapes = {name: np.shape(value) for name, value in self.hyperparameters().items()}
+        # a scalar prior on a vector hyperparameter (ARD lengthscales) is one per element, as in fit_gp
+        values = {name: numpyro.sample(name, prior.expand(shapes[name]).to_event()) for name, prior in self.priors}
         gp = self.with_hyperparameters(values)
         noise = jnp.broadcast_to(jnp.asarray(gp.noise_variance, X.dtype), (X.shape[0],))
         covariance = gp.kernel(X) + jnp.diag(noise)
@@ -284,13 +286,25 @@ def _check_priors(gp: GaussianProcess, priors) -> tuple:
     if priors is None:
         return ()
     items = tuple(priors.items()) if isinstance(priors, dict) else tuple(priors)
-    names = {_path_name(path) for path, _ in jax.tree_util.tree_flatten_with_path(gp)[0]}
+    shapes = {_path_name(path): np.shape(leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(gp)[0]}
     for name, prior in items:
-        if name not in names:
-            raise ValueError(f"priors names {name!r}, which is not a hyperparameter; this GP has {sorted(names)}")
+        if name not in shapes:
+            raise ValueError(f"priors names {name!r}, which is not a hyperparameter; this GP has {sorted(shapes)}")
         if not hasattr(prior, "log_prob") or not hasattr(prior, "support"):
             raise TypeError(f"priors[{name!r}] must be a numpyro distribution, got {type(prior).__name__}")
+        if prior.event_shape or not _broadcasts_to(prior.batch_shape, shapes[name]):
+            raise ValueError(
+                f"priors[{name!r}] has batch shape {prior.batch_shape} and event shape {prior.event_shape}; "
+                f"it must be univariate with a batch shape that broadcasts to the hyperparameter's {shapes[name]}"
+            )
     return tuple(sorted(items, key=lambda item: item[0]))
+
+
+def _broadcasts_to(shape, target) -> bool:
+    try:
+        return np.broadcast_shapes(shape, target) == target
+    except ValueError:
+        return False
 
 
 def _check_inputs(X, name, dim=None):

@@ -6,7 +6,8 @@ import pytest
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process import kernels as sk
 
-from bayeskit.inference import diagnose, fit_gp, laplace
+from bayeskit.inference import diagnose, fit_gp, laplace, nuts
+from bayeskit.inference._gp_fit import sample_hyperparameters
 from bayeskit.models import GaussianProcess, kernels
 
 
@@ -82,6 +83,35 @@ def test_gp_program_laplace_matches_the_map_fit():
     assert res.params["kernel.lengthscale"] == pytest.approx(fitted.params["kernel.lengthscale"], rel=0.3)
 
 
+def test_hyperparameter_draws_match_numpyro_nuts_on_the_gp_program():
+    """The compiled NUTS over (padded) data that bayes_opt uses, against NumPyro's NUTS
+    on the GP as a NumPyro program; a scalar prior on ARD lengthscales is one per input."""
+    rng = np.random.default_rng(5)
+    X = rng.uniform(size=(30, 2))
+    y = np.sin(3 * X[:, 0]) + 0.1 * rng.normal(size=30)
+    priors = {
+        "kernel.lengthscale": dist.LogNormal(0, 1),
+        "kernel.variance": dist.LogNormal(0, 1),
+        "noise_variance": dist.LogNormal(-3, 1),
+        "mean": dist.Normal(0, 1),
+    }
+    gp = GaussianProcess(kernels.Matern52(np.ones(2), 1.0), 0.1, priors=priors)
+    X_pad, y_pad = np.vstack([X, np.zeros((10, 2))]), np.concatenate([y, np.zeros(10)])
+    mask = np.arange(40) < 30
+    draws, divergences = sample_hyperparameters(gp, X_pad, y_pad, mask, 0, num_warmup=500, num_draws=2000, thinning=1)
+    reference = nuts(gp, X, y=y, num_chains=2, num_samples=2000, progress=False).draws
+    assert divergences == 0 and np.shape(reference["kernel.lengthscale"]) == (2, 2000, 2)
+    # posterior means and spreads of the log hyperparameters agree to Monte Carlo error
+    ours = {"kernel.lengthscale": draws.kernel.lengthscale, "noise_variance": draws.noise_variance}
+    for name, values in ours.items():
+        theirs = np.log(np.asarray(reference[name])).reshape(-1, *np.shape(values)[1:])
+        np.testing.assert_allclose(np.mean(np.log(values), 0), np.mean(theirs, 0), atol=0.1)
+        np.testing.assert_allclose(np.std(np.log(values), 0), np.std(theirs, 0), rtol=0.15)
+    assert np.mean(draws.mean) == pytest.approx(np.mean(np.asarray(reference["mean"])), abs=0.1)
+    with pytest.raises(ValueError, match="prior on every hyperparameter"):
+        sample_hyperparameters(GaussianProcess(gp.kernel, 0.1), X, y, None, 0, num_warmup=5, num_draws=2, thinning=1)
+
+
 def test_loo_residuals_equal_brute_force_refits():
     rng = np.random.default_rng(4)
     X = rng.uniform(0, 3, size=12)
@@ -137,3 +167,7 @@ def test_non_positive_lengthscale_and_bad_priors_are_refused():
         GaussianProcess(kernels.RBF(1.0), priors={"kernel.period": dist.LogNormal(0, 1)})
     with pytest.raises(TypeError, match="numpyro distribution"):
         GaussianProcess(kernels.RBF(1.0), priors={"kernel.lengthscale": 1.0})
+    with pytest.raises(ValueError, match="broadcasts to the hyperparameter's"):
+        GaussianProcess(kernels.RBF(np.ones(2)), priors={"kernel.lengthscale": dist.LogNormal(np.zeros(3), 1.0)})
+    with pytest.raises(ValueError, match="univariate"):
+        GaussianProcess(kernels.RBF(np.ones(2)), priors={"kernel.lengthscale": dist.Dirichlet(np.ones(2))})
