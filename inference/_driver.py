@@ -75,11 +75,17 @@ def run(
     objective: str,
     monitor: Monitor | None = None,
     num_chains: int | None = None,
+    sequential_chains: bool = False,
     chunk_size: int = 100,
     progress: bool = True,
     desc: str = "",
 ) -> RunOutput:
     """Run ``step`` up to ``max_iter`` times (per chain), stopping chains that converge.
+
+    Chains are vectorised (``vmap``), or with ``sequential_chains`` stepped one after
+    another: better where a step is dominated by LAPACK calls, which run one matrix
+    at a time either way, because then a stopped chain costs nothing (under ``vmap``
+    every chain computes each step until the last one stops).
 
     A chain whose ``info[objective]`` turns non-finite is stopped at its last finite
     state and flagged in ``failed``; the caller decides whether that is an error.
@@ -89,7 +95,7 @@ def run(
     batched = num_chains is not None
     shape = (num_chains,) if batched else ()
     monitor = monitor or _NEVER
-    run_chunk = _chunk_runner(step, monitor, objective, chunk_size, batched)
+    run_chunk = _chunk_runner(step, monitor, objective, chunk_size, batched, sequential_chains)
     limit = jnp.asarray(max_iter)
 
     mstate = monitor.init()
@@ -117,7 +123,7 @@ def run(
 
 
 @functools.lru_cache(maxsize=16)
-def _chunk_runner(step, monitor: Monitor, objective: str, chunk_size: int, batched: bool):
+def _chunk_runner(step, monitor: Monitor, objective: str, chunk_size: int, batched: bool, sequential: bool):
     """The compiled chunk of ``chunk_size`` steps. Cached, so a routine whose step and
     monitor compare equal across calls (a frozen dataclass, not a fresh closure)
     reuses the compiled program for data of the same shapes."""
@@ -142,7 +148,12 @@ def _chunk_runner(step, monitor: Monitor, objective: str, chunk_size: int, batch
         info = jax.tree.map(lambda v: jnp.where(active, v, jnp.nan), info)
         return (state, mstate, done | converged | bad, failed | (active & bad), n + active), info
 
-    body = jax.vmap(one_step, in_axes=(0, None, None)) if batched else one_step
+    if not batched:
+        body = one_step
+    elif sequential:
+        body = lambda carry, data, max_iter: jax.lax.map(lambda c: one_step(c, data, max_iter), carry)  # noqa: E731
+    else:
+        body = jax.vmap(one_step, in_axes=(0, None, None))
 
     @jax.jit
     def run_chunk(carry, data, max_iter):

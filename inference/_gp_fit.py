@@ -199,6 +199,7 @@ def fit_hyperparameters(
         objective="loss",
         monitor=reported("converged"),
         num_chains=num_restarts,
+        sequential_chains=True,  # one factorisation at a time anyway; a converged restart then stops costing
         progress=progress,
         desc="fit_gp",
     )
@@ -300,7 +301,8 @@ def _starting_points(parameterisation, z0, y_scale, num_restarts, rng_key):
     ):
         if free:
             scale.append(np.full(int(np.prod(shape)), _RESTART_SPREAD if positive else max(y_scale, 1e-12)))
-    noise = np.asarray(jax.random.normal(as_key(rng_key), (num_restarts - 1, z0.size)))
+    # NumPy's generator seeded by the key: a JAX draw would compile for every new shape
+    noise = np.random.default_rng(np.asarray(as_key(rng_key))).normal(size=(num_restarts - 1, z0.size))
     return np.concatenate([z0[None], z0 + noise * np.concatenate(scale)])
 
 

@@ -3,7 +3,9 @@
 Two-loop recursion over the last ``memory`` curvature pairs (Nocedal & Wright 2006,
 alg. 7.4) and a backtracking line search on the Armijo condition. Every loop is
 guarded by the run's own ``done`` flag, so under ``vmap`` a finished restart does
-not keep the others' line searches going.
+not keep the others' line searches going. ``init`` only records the starting point:
+the first step evaluates the loss there, so the loss and its gradient are compiled
+once, inside the loop, rather than a second time for the start.
 """
 
 from collections.abc import Callable
@@ -16,7 +18,7 @@ import jax.numpy as jnp
 
 class LBFGSState(NamedTuple):
     z: jax.Array  # (p,) current point
-    value: jax.Array  # f(z)
+    value: jax.Array  # f(z); inf until the first step has evaluated it
     grad: jax.Array  # (p,) gradient at z
     s: jax.Array  # (memory, p) steps, newest last
     y: jax.Array  # (memory, p) gradient changes
@@ -42,11 +44,15 @@ class LBFGS:
     armijo: float = 1e-4
 
     def init(self, z, data) -> LBFGSState:
-        value, grad = jax.value_and_grad(self.loss)(z, data)
+        del data  # the loss is first evaluated by the first step
         empty = jnp.zeros((self.memory, z.shape[0]), z.dtype)
-        return LBFGSState(z, value, grad, empty, empty, ~jnp.isfinite(value))
+        return LBFGSState(z, jnp.asarray(jnp.inf, z.dtype), jnp.zeros_like(z), empty, empty, jnp.asarray(False))
 
     def __call__(self, state: LBFGSState, data):
+        # unevaluated (the first step): the gradient is zero, so the direction is too and
+        # the "line search" evaluates the loss at z once, accepting any finite value
+        unevaluated = jnp.isinf(state.value)
+        max_tries = jnp.where(unevaluated, 1, self.max_backtracks)
         direction = self._direction(state)
         slope = state.grad @ direction
         direction, slope = jax.lax.cond(
@@ -59,7 +65,7 @@ class LBFGS:
         def not_accepted(carry):
             tries, step, value, _ = carry
             sufficient = value <= state.value + self.armijo * step * slope
-            return ~state.done & (tries < self.max_backtracks) & ~(jnp.isfinite(value) & sufficient)
+            return ~state.done & (tries < max_tries) & ~(jnp.isfinite(value) & sufficient)
 
         def backtrack(carry):
             tries, step, _, _ = carry

@@ -18,6 +18,7 @@ import abc
 import math
 from dataclasses import dataclass, fields
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -111,12 +112,41 @@ class _Stationary(Kernel):
 
 
 def _scaled_sq_dist(x1, x2, lengthscale):
-    """Squared distances between the rows of x1 / l and x2 / l, from the differences
-    themselves: the expansion |a|^2 - 2 a.b + |b|^2 leaves round-off of order |a|^2 where
-    the distance is 0, which the square root in the Matérn kernels turns into large
-    errors in values and gradients near the diagonal."""
-    diff = (x1[:, None, :] - x2[None, :, :]) / lengthscale
-    return jnp.sum(diff**2, axis=-1)
+    """Squared distances between the rows of x1 / l and x2 / l (N1, N2)."""
+    return _sq_dist(x1 / lengthscale, x2 / lengthscale)
+
+
+@jax.custom_vjp
+def _sq_dist(a, b):
+    """Squared distances between rows, from the differences themselves: the expansion
+    |a|^2 - 2 a.b + |b|^2 leaves round-off of order |a|^2 where the distance is 0,
+    which the square root in the Matérn kernels turns into large errors near the
+    diagonal. The gradient has no such problem and is written out with matrix
+    products: reverse mode through the (N1, N2, D) differences costs more than the
+    rest of a GP's log marginal likelihood gradient together."""
+    return _sq_dist_direct(a, b)
+
+
+def _sq_dist_direct(a, b):
+    return jnp.sum((a[:, None, :] - b[None, :, :]) ** 2, axis=-1)
+
+
+def _sq_dist_fwd(a, b):
+    return _sq_dist_direct(a, b), (a, b)
+
+
+def _sq_dist_bwd(residuals, cotangent):
+    a, b = residuals
+    # d/da_i sum_j c_ij |a_i - b_j|^2 = 2 (a_i sum_j c_ij - sum_j c_ij b_j), and likewise for b;
+    # a common shift of a and b changes neither, and centring keeps the products small
+    shift = 0.5 * (jnp.mean(a, axis=0) + jnp.mean(b, axis=0))
+    a, b = a - shift, b - shift
+    grad_a = 2 * (a * jnp.sum(cotangent, axis=1)[:, None] - cotangent @ b)
+    grad_b = 2 * (b * jnp.sum(cotangent, axis=0)[:, None] - cotangent.T @ a)
+    return grad_a, grad_b
+
+
+_sq_dist.defvjp(_sq_dist_fwd, _sq_dist_bwd)
 
 
 def _constant_diag(x, value):

@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from bayeskit.inference import _driver
 from bayeskit.models._numerics import log_normalize, robust_cholesky
@@ -33,7 +34,8 @@ def test_log_normalize_matches_direct_computation():
     np.testing.assert_allclose(np.exp(log_z), [4.0, 4.0])
 
 
-def test_driver_stops_at_convergence_and_freezes_finished_chains():
+@pytest.mark.parametrize("sequential_chains", [False, True])
+def test_driver_stops_at_convergence_and_freezes_finished_chains(sequential_chains):
     def step(x, _data):
         return x / 2, {"f": x}
 
@@ -45,6 +47,7 @@ def test_driver_stops_at_convergence_and_freezes_finished_chains():
         objective="f",
         monitor=monitor,
         num_chains=2,
+        sequential_chains=sequential_chains,
         chunk_size=7,
         progress=False,
     )
@@ -72,7 +75,8 @@ def test_driver_runs_exactly_max_iter_without_a_monitor():
     assert jax.numpy.asarray(out.trace["f"])[-1] == 249
 
 
-def test_driver_passes_data_to_every_chain_and_keeps_array_info_per_chain():
+@pytest.mark.parametrize("sequential_chains", [False, True])
+def test_driver_passes_data_to_every_chain_and_keeps_array_info_per_chain(sequential_chains):
     def step(x, data):
         return x + data["shift"], {"f": x, "both": jnp.stack([x, -x])}
 
@@ -83,6 +87,7 @@ def test_driver_passes_data_to_every_chain_and_keeps_array_info_per_chain():
         max_iter=3,
         objective="f",
         num_chains=2,
+        sequential_chains=sequential_chains,
         progress=False,
     )
     np.testing.assert_allclose(out.state, [6.0, 16.0])

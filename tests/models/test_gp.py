@@ -148,3 +148,29 @@ def test_compiled_kernel_gradients_match_finite_differences_on_1d_inputs(kernel)
     finite_difference = (float(total(1.0 + 1e-6)) - float(total(1.0 - 1e-6))) / 2e-6
     assert gradient == pytest.approx(finite_difference, rel=1e-6)
     np.testing.assert_allclose(np.diag(jax.jit(lambda: kernel(1.0, 1.0)(x))()), 1.0, atol=1e-15)
+
+
+def test_written_out_distance_gradients_equal_autodiff_of_the_differences():
+    """The squared distances' hand-written reverse rule (matrix products) against
+    autodiff through the (N1, N2, D) differences, for inputs far from the origin;
+    second derivatives too (Laplace and NUTS differentiate it again)."""
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.normal(size=(7, 3)) + 100, rng.normal(size=(5, 3)) + 100
+    weights = rng.normal(size=(7, 5))
+    for lengthscale in (1.3, np.array([0.5, 1.0, 2.0])):
+        ours = lambda a, b, ell: jnp.sum(weights * kernels._scaled_sq_dist(a, b, ell))  # noqa: E731
+        direct = lambda a, b, ell: jnp.sum(weights * jnp.sum(((a[:, None] - b[None]) / ell) ** 2, -1))  # noqa: E731
+        for argnum in range(3):
+            np.testing.assert_allclose(
+                jax.grad(ours, argnum)(x1, x2, lengthscale), jax.grad(direct, argnum)(x1, x2, lengthscale), rtol=1e-9
+            )
+        for argnum in (0, 2):
+            np.testing.assert_allclose(
+                jax.hessian(ours, argnum)(x1, x2, jnp.asarray(lengthscale)),
+                jax.hessian(direct, argnum)(x1, x2, jnp.asarray(lengthscale)),
+                rtol=1e-9,
+                atol=1e-10,
+            )
