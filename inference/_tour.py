@@ -143,11 +143,6 @@ def _mauna_loa(quick):
     return fit_gp(gp, t, co2, num_restarts=3, fixed=("kernel.left.right.right.period", "mean"), progress=False)
 
 
-def _branin(x):
-    b, c, t = 5.1 / (4 * np.pi**2), 5 / np.pi, 1 / (8 * np.pi)
-    return (x[1] - b * x[0] ** 2 + c * x[0] - 6) ** 2 + 10 * (1 - t) * np.cos(x[0]) + 10
-
-
 TOUR += [
     Stop(
         "mauna_loa_gp",
@@ -157,7 +152,7 @@ TOUR += [
     Stop(
         "branin_bayes_opt",
         "Bayesian optimisation of the Branin function, 40 evaluations, log EI",
-        lambda quick: bayes_opt(_branin, [(-5.0, 10.0), (0.0, 15.0)], num_iterations=35, progress=False),
+        lambda quick: bayes_opt(examples.branin, examples.BRANIN_BOUNDS, num_iterations=35, progress=False),
     ),
 ]
 

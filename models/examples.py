@@ -1,7 +1,8 @@
-"""Ready-made NumPyro programs used by the tour, the tutorials and the tests.
+"""Ready-made NumPyro programs, and optimisation test functions with known minima,
+used by the tour, the tutorials, the tests and the benchmarks.
 
-Each takes its data as arguments and leaves the observations as a keyword that
-defaults to ``None``, so the same program simulates, fits and predicts.
+Each program takes its data as arguments and leaves the observations as a keyword
+that defaults to ``None``, so the same program simulates, fits and predicts.
 """
 
 import jax.numpy as jnp
@@ -56,3 +57,36 @@ def kidiq_regression(mom_iq, mom_hs, kid_score=None):
     with numpyro.plate("child", iq.shape[0]):
         mean = intercept + beta_iq * iq + beta_hs * jnp.asarray(mom_hs)
         numpyro.sample("kid_score", dist.Normal(mean, sigma), obs=kid_score)
+
+
+# -- optimisation test functions (Surjanovic & Bingham's virtual library of simulation experiments) --
+
+BRANIN_BOUNDS = [(-5.0, 10.0), (0.0, 15.0)]
+BRANIN_MINIMUM = 0.397887  # at (-pi, 12.275), (pi, 2.275) and (9.42478, 2.475)
+HARTMANN6_BOUNDS = [(0.0, 1.0)] * 6
+HARTMANN6_MINIMUM = -3.32237  # at (0.20169, 0.150011, 0.476874, 0.275332, 0.311652, 0.6573)
+HARTMANN6_SECOND_MINIMUM = -3.20316  # the best of its other basins, near (0.40, 0.88, 0.85, 0.57, 0.13, 0.04)
+_HARTMANN6_A = np.array(
+    [[10, 3, 17, 3.5, 1.7, 8], [0.05, 10, 17, 0.1, 8, 14], [3, 3.5, 1.7, 10, 17, 8], [17, 8, 0.05, 10, 0.1, 14]]
+)
+_HARTMANN6_P = 1e-4 * np.array(
+    [
+        [1312, 1696, 5569, 124, 8283, 5886],
+        [2329, 4135, 8307, 3736, 1004, 9991],
+        [2348, 1451, 3522, 2883, 3047, 6650],
+        [4047, 8828, 8732, 5743, 1091, 381],
+    ]
+)
+_HARTMANN6_ALPHA = np.array([1.0, 1.2, 3.0, 3.2])
+
+
+def branin(x) -> float:
+    """The Branin-Hoo function of ``x`` (2,): three global minima, a smooth bowl."""
+    b, c, t = 5.1 / (4 * np.pi**2), 5 / np.pi, 1 / (8 * np.pi)
+    return float((x[1] - b * x[0] ** 2 + c * x[0] - 6) ** 2 + 10 * (1 - t) * np.cos(x[0]) + 10)
+
+
+def hartmann6(x) -> float:
+    """The six-dimensional Hartmann function on the unit cube: one global minimum and
+    several local ones."""
+    return float(-_HARTMANN6_ALPHA @ np.exp(-np.sum(_HARTMANN6_A * (np.asarray(x) - _HARTMANN6_P) ** 2, axis=1)))

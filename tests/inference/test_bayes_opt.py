@@ -7,14 +7,15 @@ import pytest
 
 from bayeskit.inference import BayesOpt, bayes_opt, diagnose
 from bayeskit.models import GaussianProcess, kernels
-
-BRANIN_BOUNDS = [(-5.0, 10.0), (0.0, 15.0)]
-BRANIN_MIN = 0.397887
-
-
-def branin(x):
-    b, c, t = 5.1 / (4 * math.pi**2), 5 / math.pi, 1 / (8 * math.pi)
-    return (x[1] - b * x[0] ** 2 + c * x[0] - 6) ** 2 + 10 * (1 - t) * math.cos(x[0]) + 10
+from bayeskit.models.examples import (
+    BRANIN_BOUNDS,
+    BRANIN_MINIMUM,
+    HARTMANN6_BOUNDS,
+    HARTMANN6_MINIMUM,
+    HARTMANN6_SECOND_MINIMUM,
+    branin,
+    hartmann6,
+)
 
 
 def test_branin_regret_after_40_evaluations():
@@ -22,29 +23,10 @@ def test_branin_regret_after_40_evaluations():
     for seed in range(3):
         res = bayes_opt(branin, BRANIN_BOUNDS, num_iterations=35, num_initial=5, rng_key=seed, progress=False)
         assert len(res.info["y"]) == 40
-        regrets.append(float(res.params["value"]) - BRANIN_MIN)
+        regrets.append(float(res.params["value"]) - BRANIN_MINIMUM)
         best = res.trace["best_value"]
         assert np.all(np.diff(best) <= 0) and best[-1] == res.params["value"]
     assert np.median(regrets) < 0.005
-
-
-HARTMANN6_MIN = -3.32237
-HARTMANN6_LOCAL_MIN = -3.20316  # the well-known second-best basin
-_A = np.array(
-    [[10, 3, 17, 3.5, 1.7, 8], [0.05, 10, 17, 0.1, 8, 14], [3, 3.5, 1.7, 10, 17, 8], [17, 8, 0.05, 10, 0.1, 14]]
-)
-_P = 1e-4 * np.array(
-    [
-        [1312, 1696, 5569, 124, 8283, 5886],
-        [2329, 4135, 8307, 3736, 1004, 9991],
-        [2348, 1451, 3522, 2883, 3047, 6650],
-        [4047, 8828, 8732, 5743, 1091, 381],
-    ]
-)
-
-
-def hartmann6(x):
-    return float(-np.array([1.0, 1.2, 3.0, 3.2]) @ np.exp(-np.sum(_A * (x - _P) ** 2, axis=1)))
 
 
 def test_hartmann6_ends_in_one_of_the_two_best_basins():
@@ -53,9 +35,9 @@ def test_hartmann6_ends_in_one_of_the_two_best_basins():
     as it does for scikit-optimize's gp_minimize); most reach the global minimum."""
     regrets = []
     for seed in range(5):
-        res = bayes_opt(hartmann6, [(0.0, 1.0)] * 6, num_iterations=50, num_initial=10, rng_key=seed, progress=False)
-        regrets.append(float(res.params["value"]) - HARTMANN6_MIN)
-    local = HARTMANN6_LOCAL_MIN - HARTMANN6_MIN
+        res = bayes_opt(hartmann6, HARTMANN6_BOUNDS, num_iterations=50, num_initial=10, rng_key=seed, progress=False)
+        regrets.append(float(res.params["value"]) - HARTMANN6_MINIMUM)
+    local = HARTMANN6_SECOND_MINIMUM - HARTMANN6_MINIMUM
     assert all(r < 0.01 or abs(r - local) < 0.01 for r in regrets), regrets
     assert sum(r < 0.01 for r in regrets) >= 2, regrets
 
