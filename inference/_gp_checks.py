@@ -48,7 +48,7 @@ def jitter_check(idata, context) -> list[Check]:
 
 def loo_check(idata, context) -> list[Check]:
     info = _info(idata, "fit_gp")
-    if info is None:
+    if info is None or "loo_residuals" not in info:  # sparse fits have none
         return []
     residuals = np.asarray(info["loo_residuals"], float)
     tail = float(np.mean(np.abs(residuals) > LOO_TAIL))

@@ -20,6 +20,7 @@ from numpyro.infer.hmc import hmc
 
 from bayeskit.models import GaussianProcess
 from bayeskit.models._gp import _check_training_data, log_marginal_likelihood
+from bayeskit.models._sparse_gp import sparse_log_marginal_likelihood
 
 from ._driver import RunOutput, reported, run
 from ._keys import as_key
@@ -73,13 +74,18 @@ class _Parameterisation:
         return jax.tree_util.tree_unflatten(self.treedef, self.leaves(z, fixed_leaves))
 
     def __call__(self, z, data):
-        """Negative log marginal likelihood minus the log prior density (in the
-        hyperparameters' own space, so a prior's mode is where it says)."""
-        X, y, mask, fixed_leaves = data
+        """Negative log marginal likelihood (or, given inducing inputs, Titsias' bound on
+        it) minus the log prior density (in the hyperparameters' own space, so a prior's
+        mode is where it says)."""
+        X, y, mask, fixed_leaves, inducing_points = data
         leaves = self.leaves(z, fixed_leaves)
         gp = jax.tree_util.tree_unflatten(self.treedef, leaves)
         log_prior = sum((jnp.sum(prior.log_prob(leaves[i])) for i, prior in self.priors), 0.0)
-        return -(log_marginal_likelihood(gp, X, y, mask) + log_prior)
+        if inducing_points is None:
+            fit = log_marginal_likelihood(gp, X, y, mask)
+        else:  # no padding on this path: mask is all True
+            fit = sparse_log_marginal_likelihood(gp.kernel, gp.noise_variance, gp.mean, X, y, inducing_points)
+        return -(fit + log_prior)
 
 
 def fit_gp(
@@ -90,6 +96,7 @@ def fit_gp(
     num_restarts: int = 5,
     fixed: tuple[str, ...] = (),
     max_iter: int = 500,
+    inducing_points=None,
     rng_key=0,
     progress: bool = True,
 ) -> Result:
@@ -115,16 +122,22 @@ def fit_gp(
         Hyperparameter names (as in ``gp.hyperparameters()``) held at their values.
     max_iter : int
         L-BFGS iterations per restart.
+    inducing_points : array (M, D) or (M,), optional
+        Maximise Titsias' collapsed lower bound with these inducing inputs (held fixed)
+        instead of the exact log marginal likelihood: :math:`O(N M^2)` per evaluation,
+        for N beyond a few thousand. ``res.model.condition(X, y, inducing_points=Z)``
+        then gives the matching sparse posterior.
 
     Returns
     -------
     Result
         ``model`` the fitted GaussianProcess; ``params`` every hyperparameter by name;
         ``trace["loss"]`` (restart, iteration) the minimised negative log posterior;
-        ``info``: ``log_marginal_likelihood``, ``log_prior``, ``restart_losses``,
-        ``best_restart``, ``restarts_converged``, ``num_iterations``, ``jitter``,
-        ``near_duplicates``, ``loo_residuals`` (standardised leave-one-out residuals,
-        N(0, 1) under the model). ``converged`` is the best restart's.
+        ``info``: ``log_marginal_likelihood`` (with inducing points, the bound),
+        ``log_prior``, ``restart_losses``, ``best_restart``, ``restarts_converged``,
+        ``num_iterations``, ``jitter``, ``near_duplicates``, ``loo_residuals``
+        (standardised leave-one-out residuals, N(0, 1) under the model; exact fits
+        only). ``converged`` is the best restart's.
 
     Examples
     --------
@@ -143,11 +156,14 @@ def fit_gp(
     max_iter = check_positive_int("max_iter", max_iter)
     names = list(gp.hyperparameters())
     fixed = _check_fixed(fixed, names, gp)
-    gp.condition(X, y)  # the per-point noise length and the starting point's factorisation, checked once
+    # the per-point noise, the inducing inputs and the starting point's factorisation, checked once
+    gp.condition(X, y, inducing_points=inducing_points)
+    Z = None if inducing_points is None else jnp.asarray(np.asarray(inducing_points, float).reshape(-1, X.shape[1]))
 
-    fit = fit_hyperparameters(gp, X, y, None, fixed, num_restarts, max_iter, rng_key, progress)
+    fit = fit_hyperparameters(gp, X, y, None, fixed, num_restarts, max_iter, rng_key, progress, inducing_points=Z)
     fitted = GaussianProcess(fit.gp.kernel, fit.gp.noise_variance, fit.gp.mean, dict(gp.priors))  # validated
-    posterior = fitted.condition(X, y)
+    posterior = fitted.condition(X, y, inducing_points=Z)
+    exact = {} if Z is not None else {"loo_residuals": posterior.loo_residuals().tolist()}
     best = fit.best
     return Result(
         method="fit_gp",
@@ -164,8 +180,8 @@ def fit_gp(
             "num_iterations": np.asarray(fit.run.n_iter).tolist(),
             "jitter": posterior.jitter,
             "near_duplicates": posterior.near_duplicates,
-            "loo_residuals": posterior.loo_residuals().tolist(),
             "fixed": list(fixed),
+            **exact,
         },
         observed_data={"y": np.asarray(y)},
     )
@@ -179,9 +195,10 @@ class HyperparameterFit(NamedTuple):
 
 
 def fit_hyperparameters(
-    gp, X, y, mask, fixed, num_restarts, max_iter, rng_key, progress=False, noise_floor=0.0
+    gp, X, y, mask, fixed, num_restarts, max_iter, rng_key, progress=False, noise_floor=0.0, inducing_points=None
 ) -> HyperparameterFit:
-    """The restarts of :func:`fit_gp` on (possibly padded) data; ``mask`` marks real rows."""
+    """The restarts of :func:`fit_gp` on (possibly padded) data; ``mask`` marks real rows
+    (exact fits only: the sparse bound takes no padding)."""
     parameterisation, fixed_leaves, z0 = _parameterise(gp, fixed, noise_floor)
     if z0.size == 0:
         raise ValueError("fixed names every hyperparameter: there is nothing to fit")
@@ -189,7 +206,7 @@ def fit_hyperparameters(
     y_scale = float(np.std(np.asarray(y)[mask]))
     starts = _starting_points(parameterisation, z0, y_scale, num_restarts, rng_key)
     step = LBFGS(parameterisation)  # a value, not a bound method, so the compiled loop is reused
-    data = (X, y, mask, fixed_leaves)
+    data = (X, y, mask, fixed_leaves, inducing_points)
     state = _init(step, starts, data)
     out = run(
         step,
@@ -222,7 +239,7 @@ def sample_hyperparameters(gp, X, y, mask, rng_key, *, num_warmup, num_draws, th
     if without:
         raise ValueError(f"marginalising with NUTS needs a prior on every hyperparameter; {without} have none")
     parameterisation, fixed_leaves, z0 = _parameterise(gp, (), noise_floor)
-    data = (X, y, np.ones(y.shape[0], bool) if mask is None else np.asarray(mask), fixed_leaves)
+    data = (X, y, np.ones(y.shape[0], bool) if mask is None else np.asarray(mask), fixed_leaves, None)
     z, divergent = _nuts(parameterisation, num_warmup, num_draws, thinning, z0, data, as_key(rng_key))
     leaves = jax.vmap(lambda z: parameterisation.leaves(z, fixed_leaves))(z)
     draws = jax.tree_util.tree_unflatten(parameterisation.treedef, [np.asarray(leaf) for leaf in leaves])

@@ -112,6 +112,29 @@ def test_hyperparameter_draws_match_numpyro_nuts_on_the_gp_program():
         sample_hyperparameters(GaussianProcess(gp.kernel, 0.1), X, y, None, 0, num_warmup=5, num_draws=2, thinning=1)
 
 
+def test_sparse_fit_equals_the_exact_fit_at_z_equal_x_and_recovers_the_noise():
+    rng = np.random.default_rng(6)
+    X = rng.uniform(0, 10, 40)
+    y = np.sin(X) + 0.1 * rng.normal(size=40)
+    gp = GaussianProcess(kernels.RBF(1.0), 0.1)
+    exact = fit_gp(gp, X, y, progress=False)
+    sparse = fit_gp(gp, X, y, inducing_points=X, progress=False)  # the bound is tight at Z = X
+    for name, value in exact.params.items():
+        assert sparse.params[name] == pytest.approx(value, rel=1e-5), name
+    assert sparse.info["log_marginal_likelihood"] == pytest.approx(exact.info["log_marginal_likelihood"], abs=1e-6)
+    assert "loo_residuals" not in sparse.info
+
+    X = rng.uniform(0, 10, 3000)
+    y = np.sin(X) + 0.3 * rng.normal(size=3000)
+    Z = np.linspace(0, 10, 30)
+    res = fit_gp(GaussianProcess(kernels.Matern52(1.0), 1.0), X, y, inducing_points=Z, num_restarts=2, progress=False)
+    assert res.params["noise_variance"] == pytest.approx(0.09, rel=0.1)  # sd 0.3, 3000 points
+    post = res.model.condition(X, y, inducing_points=Z)
+    assert res.info["log_marginal_likelihood"] == pytest.approx(post.log_marginal_likelihood, abs=1e-8)
+    mean, _ = post.predict(np.linspace(1, 9, 50))
+    np.testing.assert_allclose(mean, np.sin(np.linspace(1, 9, 50)), atol=0.05)
+
+
 def test_loo_residuals_equal_brute_force_refits():
     rng = np.random.default_rng(4)
     X = rng.uniform(0, 3, size=12)
