@@ -240,7 +240,10 @@ def _factorise(kernel, X, residual, Z, noise) -> _Factors:
     jitter = robust_cholesky(jax.lax.stop_gradient(k_mm)).jitter
     factor = jnp.linalg.cholesky(k_mm + jitter * jnp.eye(num_inducing, dtype=k_mm.dtype))
     sigma = jnp.sqrt(noise)
-    a = solve_triangular(factor, kernel(Z, X), lower=True) / sigma  # (M, N): the only O(N M) array
+    # L^-1 K_mn as a product with the (M, M) inverse factor: XLA:CPU's triangular solve, and
+    # above all its transpose in the gradient, is many times slower than a matrix product for N >> M
+    inverse_factor = solve_triangular(factor, jnp.eye(num_inducing, dtype=factor.dtype), lower=True)
+    a = inverse_factor @ kernel(Z, X) / sigma  # (M, N): the only O(N M) array
     inner = jnp.eye(num_inducing, dtype=a.dtype) + a @ a.T
     inner_factor = jnp.linalg.cholesky(inner)  # B's eigenvalues are >= 1: no jitter needed
     projected = solve_triangular(inner_factor, a @ residual, lower=True) / sigma

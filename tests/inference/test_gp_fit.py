@@ -119,9 +119,10 @@ def test_sparse_fit_equals_the_exact_fit_at_z_equal_x_and_recovers_the_noise():
     gp = GaussianProcess(kernels.RBF(1.0), 0.1)
     exact = fit_gp(gp, X, y, progress=False)
     sparse = fit_gp(gp, X, y, inducing_points=X, progress=False)  # the bound is tight at Z = X
-    for name, value in exact.params.items():
-        assert sparse.params[name] == pytest.approx(value, rel=1e-5), name
+    # the same optimum: its value to round-off, its location to the optimiser's tolerance
     assert sparse.info["log_marginal_likelihood"] == pytest.approx(exact.info["log_marginal_likelihood"], abs=1e-6)
+    for name, value in exact.params.items():
+        assert sparse.params[name] == pytest.approx(value, rel=1e-4), name
     assert "loo_residuals" not in sparse.info
 
     X = rng.uniform(0, 10, 3000)
