@@ -3,9 +3,10 @@
 Internally the inputs live in the unit cube and the objective is minimised after
 standardisation, so one set of weak default priors suits every problem. Each round
 the surrogate's hyperparameters are refitted (MAP under those priors, warm-started
-from the last round, or drawn by NUTS and integrated over), and the acquisition is maximised by scoring many random
-points and refining the best of them by gradient ascent, all in one compiled call. The data
-are padded to a few bucket sizes so the compiled programs are reused as they grow.
+from the last round, or drawn by NUTS and integrated over), and the acquisition is
+maximised by scoring many random points and refining the best of them by gradient
+ascent, all in one compiled call. The data are padded to a few bucket sizes so the
+compiled programs are reused as they grow.
 """
 
 import functools
@@ -86,8 +87,10 @@ class BayesOpt:
     num_initial : int
         Space-filling (Latin hypercube) points proposed before the surrogate is used.
     surrogate : GaussianProcess, optional
-        The model on the unit cube with standardised outputs; ``priors`` on its
-        hyperparameters make the refit a MAP fit. Default :func:`default_surrogate`.
+        The model on the unit cube with standardised outputs. Every hyperparameter,
+        the constant mean included, is refitted each round; ``priors`` on them make
+        the refit a MAP fit (a hyperparameter without one has a flat prior).
+        Default :func:`default_surrogate`.
     hyperparameters : {"map", "nuts"}
         Refit the surrogate's hyperparameters each round by MAP (fast), or draw them
         from their posterior by NUTS and average the acquisition over the draws
@@ -258,7 +261,8 @@ class BayesOpt:
             self.surrogate = GaussianProcess(last.kernel, last.noise_variance, last.mean, priors)
             names = list(self.surrogate.hyperparameters())
             leaves = jax.tree_util.tree_leaves(self._draws)
-            record = {name: np.mean(leaf, axis=0).tolist() for name, leaf in zip(names, leaves, strict=True)}
+            # medians: early on, with few points, the long right tails of the priors dominate the means
+            record = {name: np.median(leaf, axis=0).tolist() for name, leaf in zip(names, leaves, strict=True)}
             record["divergences"] = divergences
             return record, X_pad, v_pad, mask
         fit = fit_hyperparameters(
@@ -310,7 +314,7 @@ class BayesOpt:
         return {"x": np.asarray(self.X[best]).tolist(), "mean": value if self.minimize else -value}
 
     def _hyperparameter_trace(self) -> dict:
-        """Each round's surrogate hyperparameters (with NUTS, their posterior means) as
+        """Each round's surrogate hyperparameters (with NUTS, their posterior medians) as
         ``(1, round, ...)`` arrays."""
         if not self.rounds:
             return {}

@@ -182,16 +182,21 @@ def objective_check(idata, context) -> list[Check]:
             continue
         values = np.asarray(trace[name].values, float)
         rows = values.reshape(-1, values.shape[-1])  # NaN pads chains that stopped early
-        last = np.mean([row[np.isfinite(row)][-1] for row in rows if np.isfinite(row).any()])
+        finals = [row[np.isfinite(row)][-1] for row in rows if np.isfinite(row).any()]
         if name == "elbo":
+            last = np.mean(finals)
             flat, z = plateaued(np.nanmean(rows, axis=0))
             message = f"elbo: change over the last tenth is {z:.2f} standard errors (plateau below 3)"
             message += f"; final elbo {last:.6g}"
             checks.append(Check("objective_trace", "ok" if flat else "warn", z, 3.0, message))
         else:
-            # an optimiser that did not converge has not found its answer
+            # an optimiser that did not converge has not found its answer; of several
+            # restarts, the answer is the best one
             verdict = "convergence" if converged else "no convergence"
-            message = f"loss: the routine reports {verdict}; final loss {last:.6g}"
+            best = f"; final loss {min(finals):.6g}" if finals else ""
+            if len(finals) > 1:
+                best += f" (the best of {len(finals)} restarts)"
+            message = f"loss: the routine reports {verdict}{best}"
             checks.append(Check("objective_trace", "ok" if converged else "fail", math.nan, math.nan, message))
     return checks
 

@@ -233,7 +233,7 @@ def sample_hyperparameters(gp, X, y, mask, rng_key, *, num_warmup, num_draws, th
     """NUTS draws of every hyperparameter from their posterior under ``gp.priors``,
     on (possibly padded) data, started at ``gp``'s values. Returns the draws as one GP
     whose leaves have a leading draw axis (not re-validated), and the number of
-    divergent transitions."""
+    divergent transitions after warm-up (thinned-out ones included)."""
     names = list(gp.hyperparameters())
     without = [name for name in names if name not in dict(gp.priors)]
     if without:
@@ -267,12 +267,17 @@ def _nuts(parameterisation, num_warmup, num_draws, thinning, z0, data, key):
     state = init_kernel(z0, num_warmup, max_tree_depth=_NUTS_TREE_DEPTH, model_args=(data,), rng_key=key)
     state = jax.lax.fori_loop(0, num_warmup, lambda _, state: sample_kernel(state, model_args=(data,)), state)
 
-    def draw(state, _):
-        state = jax.lax.fori_loop(0, thinning, lambda _, state: sample_kernel(state, model_args=(data,)), state)
-        return state, (state.z, state.diverging)
+    def transition(_, carry):
+        state, divergent = carry
+        state = sample_kernel(state, model_args=(data,))
+        return state, divergent + state.diverging
 
-    _, (z, diverging) = jax.lax.scan(draw, state, None, length=num_draws)
-    return z, jnp.sum(diverging)
+    def draw(state, _):
+        state, divergent = jax.lax.fori_loop(0, thinning, transition, (state, 0))
+        return state, (state.z, divergent)
+
+    _, (z, divergent) = jax.lax.scan(draw, state, None, length=num_draws)
+    return z, jnp.sum(divergent)
 
 
 @functools.partial(jax.jit, static_argnums=0)
