@@ -24,6 +24,7 @@ from scipy.stats import qmc
 from tqdm.auto import tqdm
 
 from bayeskit.models import GaussianProcess, kernels
+from bayeskit.models._gp import masked_covariance_and_residual
 from bayeskit.models._numerics import robust_cholesky
 
 from ._gp_fit import fit_hyperparameters, sample_hyperparameters
@@ -451,13 +452,10 @@ def _posterior_factors(draws, X, v, mask):
 
 
 def _factors(gp, X, v, mask):
-    n = v.shape[0]
-    both = mask[:, None] & mask[None, :]
-    covariance = jnp.where(both, gp.kernel(X) + gp.noise_variance * jnp.eye(n), jnp.eye(n))
+    covariance, residual = masked_covariance_and_residual(gp, X, v, mask)
     factor, _ = robust_cholesky(covariance)
-    inverse_factor = solve_triangular(factor, jnp.eye(n), lower=True)
-    alpha = inverse_factor.T @ (inverse_factor @ jnp.where(mask, v - gp.mean, 0.0))
-    return inverse_factor, alpha
+    inverse_factor = solve_triangular(factor, jnp.eye(v.shape[0], dtype=factor.dtype), lower=True)
+    return inverse_factor, inverse_factor.T @ (inverse_factor @ residual)
 
 
 def _moments(draws, X, mask, inverse_factors, alphas, u):

@@ -1,9 +1,9 @@
 """Type-II maximum likelihood (or MAP) for Gaussian-process hyperparameters.
 
 The hyperparameters are flattened into one unconstrained vector (logarithms of
-the positive ones), and L-BFGS runs from ``num_restarts`` starting points at once:
-the restarts are the chains of the shared driver, so the whole search is one
-compiled, vmapped program. The gradient of the log marginal likelihood comes from
+the positive ones), and L-BFGS runs from ``num_restarts`` starting points: the
+restarts are the chains of the shared driver, stepped one after another inside one
+compiled program. The gradient of the log marginal likelihood comes from
 :func:`bayeskit.models._gp.log_marginal_likelihood`, whose derivative with respect
 to the covariance matrix is written out (one inverse) rather than traced through
 the factorisation.
@@ -70,8 +70,14 @@ class _Parameterisation:
             out.append(floor + jnp.exp(value) if positive else value)
         return out
 
-    def gp(self, z, fixed_leaves) -> GaussianProcess:
-        return jax.tree_util.tree_unflatten(self.treedef, self.leaves(z, fixed_leaves))
+    def on_log_scale(self) -> np.ndarray:
+        """Per entry of the unconstrained vector: is it the log of a positive leaf?"""
+        parts = [
+            np.full(int(np.prod(shape)), positive)
+            for free, positive, shape in zip(self.free, self.positive, self.shapes, strict=True)
+            if free
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0, bool)
 
     def __call__(self, z, data):
         """Negative log marginal likelihood (or, given inducing inputs, Titsias' bound on
@@ -250,18 +256,10 @@ def sample_hyperparameters(gp, X, y, mask, rng_key, *, num_warmup, num_draws, th
 def _nuts(parameterisation, num_warmup, num_draws, thinning, z0, data, key):
     """One NUTS chain in the unconstrained space, whose density carries the Jacobian
     of the log transform (the loss is a density in the hyperparameters' own space)."""
-    log_jacobian_mask = np.concatenate(
-        [
-            np.full(int(np.prod(shape)), positive, float)
-            for free, positive, shape in zip(
-                parameterisation.free, parameterisation.positive, parameterisation.shapes, strict=True
-            )
-            if free
-        ]
-    )
+    on_log_scale = parameterisation.on_log_scale().astype(float)
 
     def potential(data):
-        return lambda z: parameterisation(z, data) - log_jacobian_mask @ z
+        return lambda z: parameterisation(z, data) - on_log_scale @ z
 
     init_kernel, sample_kernel = hmc(potential_fn_gen=potential, algo="NUTS")
     state = init_kernel(z0, num_warmup, max_tree_depth=_NUTS_TREE_DEPTH, model_args=(data,), rng_key=key)
@@ -317,15 +315,10 @@ def _parameterise(gp: GaussianProcess, fixed, noise_floor: float = 0.0):
 def _starting_points(parameterisation, z0, y_scale, num_restarts, rng_key):
     """The given point, then draws around it: log-normal for positive hyperparameters,
     normal with the data's spread for the mean."""
-    scale = []
-    for free, positive, shape in zip(
-        parameterisation.free, parameterisation.positive, parameterisation.shapes, strict=True
-    ):
-        if free:
-            scale.append(np.full(int(np.prod(shape)), _RESTART_SPREAD if positive else max(y_scale, 1e-12)))
+    scale = np.where(parameterisation.on_log_scale(), _RESTART_SPREAD, max(y_scale, 1e-12))
     # NumPy's generator seeded by the key: a JAX draw would compile for every new shape
     noise = np.random.default_rng(np.asarray(as_key(rng_key))).normal(size=(num_restarts - 1, z0.size))
-    return np.concatenate([z0[None], z0 + noise * np.concatenate(scale)])
+    return np.concatenate([z0[None], z0 + noise * scale])
 
 
 def _as_python(value: np.ndarray):

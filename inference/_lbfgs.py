@@ -2,8 +2,8 @@
 
 Two-loop recursion over the last ``memory`` curvature pairs (Nocedal & Wright 2006,
 alg. 7.4) and a backtracking line search on the Armijo condition. Every loop is
-guarded by the run's own ``done`` flag, so under ``vmap`` a finished restart does
-not keep the others' line searches going. ``init`` only records the starting point:
+guarded by the run's own ``done`` flag, so a finished restart never lengthens a
+line search that runs beside it under ``vmap``. ``init`` only records the starting point:
 the first step evaluates the loss there, so the loss and its gradient are compiled
 once, inside the loop, rather than a second time for the start.
 """

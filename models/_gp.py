@@ -213,13 +213,20 @@ def log_marginal_likelihood(gp: GaussianProcess, X, y, mask=None):
     ``mask`` (N,) marks real rows; padded rows are cut out of the covariance (replaced
     by identity rows) so data of a growing size can share one compiled shape.
     """
+    mask = jnp.ones(y.shape[0], bool) if mask is None else mask
+    covariance, residual = masked_covariance_and_residual(gp, X, y, mask)
+    return _gaussian_log_density(covariance, residual) - 0.5 * jnp.sum(mask) * _LOG_2PI
+
+
+def masked_covariance_and_residual(gp: GaussianProcess, X, y, mask):
+    """``K + noise`` and ``y - mean`` with padded rows (``mask`` False) cut out: their
+    rows and columns of the covariance are the identity's and their residuals zero,
+    so they neither constrain nor are constrained by the real rows."""
     n = y.shape[0]
-    mask = jnp.ones(n, bool) if mask is None else mask
     both = mask[:, None] & mask[None, :]
     noise = jnp.broadcast_to(jnp.asarray(gp.noise_variance, X.dtype), (n,))
     covariance = jnp.where(both, gp.kernel(X) + jnp.diag(noise), jnp.eye(n, dtype=X.dtype))
-    residual = jnp.where(mask, y - gp.mean, 0.0)
-    return _gaussian_log_density(covariance, residual) - 0.5 * jnp.sum(mask) * _LOG_2PI
+    return covariance, jnp.where(mask, y - gp.mean, 0.0)
 
 
 @jax.custom_vjp
