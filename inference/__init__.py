@@ -2,12 +2,13 @@
 
 from bayeskit.models import _config  # noqa: F401  (float64 in JAX unless BAYESKIT_X64=0)
 
-from . import _gp_checks, _mixture_checks  # noqa: F401  (register their diagnostics)
+from . import _glm_checks, _gp_checks, _mixture_checks  # noqa: F401  (register their diagnostics)
 from ._bayes_opt import BayesOpt, bayes_opt
 from ._checks import Check, register_check
 from ._diagnostics import Report, diagnose
 from ._em import em, online_em, select_n_components
 from ._errors import ConvergenceError
+from ._glm_fit import fit_glm
 from ._gp_fit import fit_gp
 from ._laplace import laplace
 from ._map import map_estimate
@@ -16,6 +17,7 @@ from ._predictive import predictive, prior_predictive
 from ._result import Result
 from ._schedules import RobbinsMonro
 from ._svi import svi
+from ._time_rescaling import time_rescaling_test
 
 __all__ = [
     "BayesOpt",
@@ -27,6 +29,7 @@ __all__ = [
     "bayes_opt",
     "diagnose",
     "em",
+    "fit_glm",
     "fit_gp",
     "laplace",
     "map_estimate",
@@ -37,4 +40,5 @@ __all__ = [
     "register_check",
     "select_n_components",
     "svi",
+    "time_rescaling_test",
 ]

@@ -25,10 +25,10 @@ from tqdm.auto import tqdm
 
 from bayeskit.models import GaussianProcess, kernels
 from bayeskit.models._gp import masked_covariance_and_residual
+from bayeskit.models._keys import as_key
 from bayeskit.models._numerics import robust_cholesky
 
 from ._gp_fit import fit_hyperparameters, sample_hyperparameters
-from ._keys import as_key
 from ._result import Result
 from ._validation import check_choice, check_positive_float, check_positive_int
 

@@ -43,11 +43,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayeskit.models import GaussianMixture
+from bayeskit.models._keys import as_key
 from bayeskit.models._mixture import INITS
 
 from . import _driver
 from ._errors import ConvergenceError
-from ._keys import as_key
 from ._result import Result
 from ._schedules import RobbinsMonro
 from ._validation import check_choice, check_positive_float, check_positive_int

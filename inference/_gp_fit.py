@@ -20,10 +20,10 @@ from numpyro.infer.hmc import hmc
 
 from bayeskit.models import GaussianProcess
 from bayeskit.models._gp import _check_training_data, log_marginal_likelihood
+from bayeskit.models._keys import as_key
 from bayeskit.models._sparse_gp import sparse_log_marginal_likelihood
 
 from ._driver import RunOutput, reported, run
-from ._keys import as_key
 from ._lbfgs import LBFGS
 from ._result import Result
 from ._validation import check_positive_int

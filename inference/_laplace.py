@@ -6,10 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayeskit.models._keys import as_key
 from bayeskit.models._numerics import robust_cholesky
 
 from ._errors import ConvergenceError
-from ._keys import as_key
 from ._optimize import GTOL, lbfgs
 from ._program import bind, posterior_groups, require_numpyro
 from ._result import Result

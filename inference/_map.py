@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from ._keys import as_key
+from bayeskit.models._keys import as_key
+
 from ._optimize import lbfgs
 from ._program import bind, require_numpyro
 from ._result import Result

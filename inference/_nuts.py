@@ -5,8 +5,9 @@ import numpy as np
 from numpyro.diagnostics import split_gelman_rubin
 from numpyro.infer import MCMC, NUTS
 
+from bayeskit.models._keys import as_key
+
 from ._checks import R_HAT_MAX
-from ._keys import as_key
 from ._program import bind, merge_chains, posterior_groups, require_numpyro
 from ._result import Result
 from ._validation import check_choice, check_positive_int, check_probability

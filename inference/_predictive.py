@@ -3,7 +3,8 @@
 import numpy as np
 from numpyro.infer import Predictive
 
-from ._keys import as_key
+from bayeskit.models._keys import as_key
+
 from ._program import merge_chains, require_numpyro, split_chains
 from ._result import Result
 from ._validation import check_positive_int

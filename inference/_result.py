@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 import xarray as xr
 
 _DRAW_GROUPS = ("sample_stats", "log_likelihood", "posterior_predictive")
@@ -128,8 +129,12 @@ class Result:
             idata.attrs.update(attrs)
         return idata
 
-    def summary(self) -> pd.DataFrame:
-        """ArviZ's summary of the draws, or a table of the point estimate if there are none."""
+    def summary(self, level: float = 0.95) -> pd.DataFrame:
+        """A coefficient table where the routine reported standard errors (estimate, se,
+        z, two-sided p-value and the Wald interval at ``level``); otherwise ArviZ's
+        summary of the draws, or a table of the point estimate if there are none."""
+        if self.params and "standard_errors" in self.info:
+            return _coefficient_table(self.params, self.info["standard_errors"], level)
         if self.draws:
             # one chain of iid draws: ArviZ warns (and logs) that R-hat needs two
             logger = logging.getLogger("arviz")
@@ -188,6 +193,26 @@ class Result:
         )
 
 
+def _coefficient_table(params: dict, standard_errors: dict, level: float) -> pd.DataFrame:
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    z_crit = scipy.stats.norm.ppf(0.5 + level / 2)
+    rows = {}
+    for name, se in standard_errors.items():
+        value, se = np.asarray(params[name], float), np.asarray(se, float)
+        for index in np.ndindex(value.shape):
+            label = f"{name}[{', '.join(map(str, index))}]" if index else name
+            rows[label] = (value[index], se[index])
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=["estimate", "se"])
+    # a coefficient held at zero (se 0) has no test: NaN, not an infinite z
+    table["z"] = table["estimate"] / table["se"].where(table["se"] > 0)
+    table["p_value"] = 2 * scipy.stats.norm.sf(np.abs(table["z"]))
+    percent = f"{100 * level:g}%"
+    table[f"lower_{percent}"] = table["estimate"] - z_crit * table["se"]
+    table[f"upper_{percent}"] = table["estimate"] + z_crit * table["se"]
+    return table
+
+
 def result_attrs(idata) -> dict:
     """The attrs a Result wrote (method, model_class, converged, info), wherever they sit."""
     for name in idata.groups():
@@ -208,21 +233,41 @@ def class_name(model) -> str:
 def _model_config(model) -> dict | None:
     """The arguments that rebuild one of bayeskit's model classes (fitted parameters
     travel in the params group), or None for anything else."""
-    if not (dataclasses.is_dataclass(model) and type(model).__module__.startswith("bayeskit.models")):
+    if not _is_our_model(model):
         return None
-    config = {f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.name != "params"}
+    config = {f.name: _encode(getattr(model, f.name)) for f in dataclasses.fields(model) if f.name != "params"}
     try:
         json.dumps(config)
     except TypeError:
-        return None  # arguments that are objects (a GP's kernel and priors): not rebuilt on load
+        return None  # arguments that are objects (a GP's priors): not rebuilt on load
     return config
+
+
+def _is_our_model(value) -> bool:
+    return dataclasses.is_dataclass(value) and type(value).__module__.startswith("bayeskit.models")
+
+
+def _encode(value):
+    """Arguments that are themselves bayeskit dataclasses (a basis) are written by class and fields."""
+    if _is_our_model(value) and not isinstance(value, type):
+        fields = {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {"__class__": class_name(value), **fields}
+    return value
+
+
+def _decode(value):
+    if isinstance(value, dict) and "__class__" in value:
+        module, _, name = value["__class__"].rpartition(".")
+        fields = {k: _decode(v) for k, v in value.items() if k != "__class__"}
+        return getattr(importlib.import_module(module), name)(**fields)
+    return value
 
 
 def _rebuild_model(attrs: dict, params: dict):
     if "model_config" not in attrs:
         return None
-    module, _, name = str(attrs["model_class"]).rpartition(".")
-    model = getattr(importlib.import_module(module), name)(**json.loads(attrs["model_config"]))
+    config = {k: _decode(v) for k, v in json.loads(attrs["model_config"]).items()}
+    model = _decode({"__class__": str(attrs["model_class"]), **config})
     has_params = any(f.name == "params" for f in dataclasses.fields(model))
     return dataclasses.replace(model, params=params) if has_params and params else model
 

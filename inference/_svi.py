@@ -28,10 +28,11 @@ from numpyro.infer import SVI, Predictive, Trace_ELBO
 from numpyro.infer.util import log_density
 from numpyro.optim import optax_to_numpyro
 
+from bayeskit.models._keys import as_key
+
 from . import _driver
 from ._checks import plateaued
 from ._errors import ConvergenceError
-from ._keys import as_key
 from ._optimize import lbfgs
 from ._program import Program, bind, posterior_groups, require_numpyro
 from ._result import Result

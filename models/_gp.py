@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import cho_solve, solve_triangular
 
+from ._keys import as_key
 from ._numerics import robust_cholesky
 from ._pytree import is_concrete, register_dataclass
 from .kernels import Kernel
@@ -192,7 +193,7 @@ class ConditionedGP:
             raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
         mean, cov = self.predict(X_new, full_cov=True)
         factor = robust_cholesky(jnp.asarray(cov)).factor
-        key = jax.random.PRNGKey(int(rng_key)) if isinstance(rng_key, int | np.integer) else rng_key
+        key = as_key(rng_key)
         eps = jax.random.normal(key, (int(num_samples), mean.shape[0]), factor.dtype)
         return np.asarray(mean + eps @ factor.T)
 

@@ -20,6 +20,8 @@ from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp
 from numpyro.distributions import constraints
 
+from ._keys import as_key
+
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
 INITS = ("kmeans++", "kmeans", "random")
 _LOG_2PI = math.log(2 * math.pi)
@@ -104,7 +106,7 @@ class GaussianMixture:
         native, _ = self._checked(params, None)
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
             raise ValueError(f"n must be an int >= 1, got {n!r}")
-        key = jax.random.PRNGKey(rng_key) if isinstance(rng_key, int) else rng_key
+        key = as_key(rng_key)
         pick, noise = jax.random.split(key)
         full = public_covariances(self.covariance_type, native)
         z = jax.random.categorical(pick, jnp.log(native["weights"]), shape=(int(n),))

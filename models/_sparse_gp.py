@@ -52,6 +52,7 @@ import numpy as np
 from jax.scipy.linalg import solve_triangular
 
 from ._gp import _LOG_2PI, GaussianProcess, _check_inputs, _check_training_data, _count_near_duplicates
+from ._keys import as_key
 from ._numerics import robust_cholesky
 from .kernels import Kernel
 
@@ -158,7 +159,7 @@ class SparseConditionedGP:
         factor = robust_cholesky(jnp.asarray(cov)).factor
         if not np.all(np.isfinite(np.asarray(factor))):
             raise ValueError("the predictive covariance is not positive semi-definite even with jitter")
-        key = jax.random.PRNGKey(int(rng_key)) if isinstance(rng_key, int | np.integer) else rng_key
+        key = as_key(rng_key)
         eps = jax.random.normal(key, (int(num_samples), mean.shape[0]), factor.dtype)
         return np.asarray(mean + eps @ factor.T)
 
