@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 from numpyro import handlers
+from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.util import constrain_fn, initialize_model, log_density, log_likelihood
 
 from ._validation import check_choice
@@ -146,7 +147,10 @@ def bind(model, args: tuple, kwargs: dict, *, rng_key, routine: str) -> Program:
 
 def _trace(model, args, kwargs, rng_key):
     try:
-        return handlers.trace(handlers.seed(model, rng_key)).get_trace(*args, **kwargs)
+        # latent sites take values NumPyro's initialisation would give, so improper priors
+        # (ImproperUniform, which cannot be sampled) trace like any other
+        seeded = handlers.substitute(handlers.seed(model, rng_key), substitute_fn=init_to_uniform)
+        return handlers.trace(seeded).get_trace(*args, **kwargs)
     except Exception as exc:
         raise ValueError(f"the model raised {type(exc).__name__} when run with the given arguments: {exc}") from exc
 

@@ -20,6 +20,7 @@ from bayeskit.models import GaussianMixture, GaussianProcess, data, examples, ke
 from ._bayes_opt import bayes_opt
 from ._diagnostics import diagnose
 from ._em import em, online_em, select_n_components
+from ._glm_fit import fit_glm
 from ._gp_fit import fit_gp
 from ._laplace import laplace
 from ._nuts import nuts
@@ -153,6 +154,20 @@ TOUR += [
         "branin_bayes_opt",
         "Bayesian optimisation of the Branin function, 40 evaluations, log EI",
         lambda quick: bayes_opt(examples.branin, examples.BRANIN_BOUNDS, num_iterations=35, progress=False),
+    ),
+]
+
+
+def _retina(quick):
+    sim = examples.retinal_population(60_000 if quick else 300_000)
+    return fit_glm(sim.model, sim.stimulus, sim.spikes, progress=False)
+
+
+TOUR += [
+    Stop(
+        "retina_population_glm",
+        "coupled Poisson GLM (Pillow et al. 2008) of three simulated retinal neurons with known filters",
+        _retina,
     ),
 ]
 

@@ -37,8 +37,8 @@ class RaisedCosine:
 
     :math:`\phi_k(t) = \tfrac12\big(1 + \cos(\mathrm{clip}(\pi (\log(t + c) - y_k) / (2\Delta), -\pi, \pi))\big)`
     with centres :math:`y_k` equally spaced by :math:`\Delta`, the first at :math:`t = 0`,
-    the last placed so its bump ends exactly at ``window``. Neighbouring bumps overlap
-    by half, so their sum is flat between the first and last centres; the log stretch
+    the last placed so its bump ends exactly at ``window``. Each bump spans four
+    spacings, so away from the first and last centres the bumps sum to a constant; the log stretch
     gives fine resolution at short lags and coarse at long ones, where filters are smooth.
 
     Parameters

@@ -1,14 +1,19 @@
-"""Ready-made NumPyro programs, and optimisation test functions with known minima,
-used by the tour, the tutorials, the tests and the benchmarks.
+"""Ready-made NumPyro programs, optimisation test functions with known minima, and a
+simulated neural population with known filters, used by the tour, the tutorials, the tests and the benchmarks.
 
 Each program takes its data as arguments and leaves the observations as a keyword
 that defaults to ``None``, so the same program simulates, fits and predicts.
 """
 
+from typing import NamedTuple
+
 import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+
+from . import bases
+from ._spikes import PopulationGLM
 
 
 def eight_schools_centered(sigma, y=None):
@@ -90,3 +95,33 @@ def hartmann6(x) -> float:
     """The six-dimensional Hartmann function on the unit cube: one global minimum and
     several local ones."""
     return float(-_HARTMANN6_ALPHA @ np.exp(-np.sum(_HARTMANN6_A * (np.asarray(x) - _HARTMANN6_P) ** 2, axis=1)))
+
+
+class SimulatedPopulation(NamedTuple):
+    model: PopulationGLM
+    truth: dict  # the parameters the spikes were simulated from
+    stimulus: np.ndarray  # (T,) white Gaussian noise
+    spikes: np.ndarray  # (T, 3) counts in 1 ms bins
+
+
+def retinal_population(num_bins: int = 200_000, *, rng_key: int = 0) -> SimulatedPopulation:
+    """Three retina-like neurons under a full-field white-noise flicker, 1 ms bins.
+
+    Two ON cells and one OFF cell with biphasic stimulus filters (100 ms); every cell
+    is refractory, neuron 0 bursts after its refractory period and is excited by
+    neuron 1, and neuron 2 is inhibited by neuron 0. Rates are 15 to 25 spikes/s.
+    """
+    dt = 0.001
+    model = PopulationGLM(bases.RaisedCosine(6, 0.1, dt), bases.RaisedCosine(5, 0.05, dt), dt=dt)
+    on = 0.12 * np.array([0.3, 1.0, 0.6, -0.4, -0.3, -0.1])
+    coupling = np.zeros((3, 3, 5))
+    coupling[np.arange(3), np.arange(3)] = [-3.0, -1.0, 0.5, 0.3, 0.0]
+    coupling[0, 1] = [0.5, 0.8, 0.3, 0.0, 0.0]
+    coupling[2, 0] = [-0.5, -0.8, -0.3, 0.0, 0.0]
+    truth = {
+        "intercept": np.log([15.0, 20.0, 25.0]),
+        "stimulus_weights": np.stack([on, 0.8 * on, -on])[:, None, :],
+        "coupling_weights": coupling,
+    }
+    stimulus = np.random.default_rng(rng_key).normal(size=num_bins)
+    return SimulatedPopulation(model, truth, stimulus, model.simulate(truth, stimulus, rng_key=rng_key + 1))

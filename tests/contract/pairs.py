@@ -10,8 +10,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bayeskit.inference import bayes_opt, em, fit_gp, laplace, map_estimate, nuts, online_em, svi
-from bayeskit.models import GaussianMixture, GaussianProcess, data, examples, kernels
+from bayeskit.inference import bayes_opt, em, fit_glm, fit_gp, laplace, map_estimate, nuts, online_em, svi
+from bayeskit.models import GLM, GaussianMixture, GaussianProcess, data, examples, kernels
 
 
 class Pair(NamedTuple):
@@ -156,5 +156,36 @@ PAIRS += [
             progress=False,
         ),
         _finds_the_bowls_minimum,
+    ),
+]
+
+
+# GLMs: Poisson regression against statsmodels' IRLS, and a simulated coupled population
+# whose filters are known.
+_GLM_X = np.random.default_rng(8).normal(size=(1000, 3))
+_GLM_Y = np.random.default_rng(9).poisson(np.exp(0.2 + _GLM_X @ np.array([0.3, -0.2, 0.1])))
+_POPULATION = examples.retinal_population(60_000)
+
+
+def _equals_statsmodels(res):
+    import statsmodels.api as sm
+
+    ref = sm.GLM(_GLM_Y, sm.add_constant(_GLM_X), family=sm.families.Poisson()).fit(tol=1e-12)
+    np.testing.assert_allclose(np.r_[res.params["intercept"], res.params["weights"]], ref.params, rtol=1e-5)
+
+
+def _recovers_the_filters(res):
+    truth = _POPULATION.model.filters(_POPULATION.truth)
+    for name in ("stimulus_filter", "coupling_filters"):
+        for i in range(3):
+            assert np.corrcoef(res.params[name][i].ravel(), truth[name][i].ravel())[0, 1] > 0.9, (name, i)
+
+
+PAIRS += [
+    Pair("glm/fit_glm", lambda: fit_glm(GLM("poisson"), _GLM_X, _GLM_Y, progress=False), _equals_statsmodels),
+    Pair(
+        "population_glm/fit_glm",
+        lambda: fit_glm(_POPULATION.model, _POPULATION.stimulus, _POPULATION.spikes, progress=False),
+        _recovers_the_filters,
     ),
 ]
