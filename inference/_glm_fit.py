@@ -36,7 +36,6 @@ _DRAW_CHUNK_ELEMENTS = 2**24  # linear predictors held at once while evaluating 
 
 class NewtonState(NamedTuple):
     beta: jax.Array  # (m, q) intercept first
-    value: jax.Array  # (m,) objective at beta (inf before the first step)
     decrement: jax.Array  # (m,) Newton decrement g^T H^-1 g at beta
     factor: jax.Array  # (m, q, q) Cholesky factor of the Hessian at beta
     done: jax.Array  # (m,) bool
@@ -59,14 +58,13 @@ class Newton:
     def init(self, beta) -> NewtonState:
         m, q = beta.shape
         eye = jnp.broadcast_to(jnp.eye(q, dtype=beta.dtype), (m, q, q))
-        inf = jnp.full((m,), jnp.inf, beta.dtype)
-        return NewtonState(beta, inf, inf, eye, jnp.zeros(m, bool))
+        return NewtonState(beta, jnp.full((m,), jnp.inf, beta.dtype), eye, jnp.zeros(m, bool))
 
-    def objective(self, beta, data):
+    def objective(self, beta, data, eta=None):
+        """Per problem (m,); ``eta`` is the linear predictor at ``beta`` when already computed."""
         X, y, offset, weights, _, l2 = data
-        eta = predictor(X, beta, offset)
-        penalty = 0.5 * l2 * jnp.sum(beta[:, 1:] ** 2, axis=1)
-        return -weights @ self.family.log_likelihood(eta, y) + penalty
+        eta = predictor(X, beta, offset) if eta is None else eta
+        return -weights @ self.family.log_likelihood(eta, y) + 0.5 * l2 * jnp.sum(beta[:, 1:] ** 2, axis=1)
 
     def derivatives(self, beta, data):
         """Objective, gradient (m, q) and Hessian (m, q, q) with fixed coefficients masked out."""
@@ -79,7 +77,7 @@ class Newton:
         first, second = jax.jvp(score, (eta,), (jnp.ones_like(eta),))
         residual = weights[:, None] * first  # (N, m)
         curvature = -weights[:, None] * second  # (N, m), >= 0: the likelihoods are log-concave
-        value = -weights @ self.family.log_likelihood(eta, y) + 0.5 * l2 * jnp.sum(beta[:, 1:] ** 2, axis=1)
+        value = self.objective(beta, data, eta)
         grad = -jnp.concatenate([jnp.sum(residual, 0)[:, None], (X.T @ residual).T], axis=1)
         grad = (grad + l2 * beta.at[:, 0].set(0.0)) * free
 
@@ -120,7 +118,7 @@ class Newton:
         move = accepted & ~state.done
         beta = jnp.where(move[:, None], state.beta + step[:, None] * direction, state.beta)
         done = state.done | (0.5 * decrement <= self.tol) | ~accepted
-        new = NewtonState(beta, jnp.where(move, trial, value), decrement, factor, done)
+        new = NewtonState(beta, decrement, factor, done)
         return new, {"loss": jnp.sum(value), "converged": jnp.all(done), "decrement": jnp.max(decrement)}
 
 
