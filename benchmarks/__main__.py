@@ -2,12 +2,13 @@
 
 import sys
 
-from . import gaussian_processes, generic_routines, mixtures
+from . import gaussian_processes, generic_routines, glm, mixtures
 
 BENCHMARKS = {
     "generic_routines": generic_routines.main,
     "mixtures": mixtures.main,
     "gaussian_processes": gaussian_processes.main,
+    "glm": glm.main,
 }
 
 

@@ -312,7 +312,8 @@ class PopulationGLM:
         return -np.expm1(-np.exp(self.log_rate(params, stimulus, spikes)) * self.dt)
 
     def branching_ratio(self, params, stimulus=None) -> float:
-        r"""Spectral radius of :math:`A_{ij} = \bar\lambda_i\,dt \sum_l (e^{h_{ij}[l]} - 1)`:
+        r"""Spectral radius of the excitatory part of
+        :math:`A_{ij} = \bar\lambda_i\,dt \sum_l (e^{h_{ij}[l]} - 1)`:
         the extra spikes of neuron ``i`` that one spike of ``j`` causes at the mean
         rate :math:`\bar\lambda_i` without feedback (``exp(b_i)``, or with a ``stimulus``
         the mean of its stimulus-driven rate). At 1 or more a burst feeds itself."""
@@ -324,7 +325,8 @@ class PopulationGLM:
         else:
             rate = np.exp(self._stimulus_drive(params, _check_stimulus(stimulus))).mean(axis=0)
         gain = (rate * self.dt)[:, None] * np.sum(np.expm1(h), axis=-1)
-        return float(np.max(np.abs(np.linalg.eigvals(gain))))
+        # inhibition (negative entries) cannot feed a burst: the Perron root of the excitatory part
+        return float(np.max(np.abs(np.linalg.eigvals(np.maximum(gain, 0.0)))))
 
     def _stimulus_drive(self, params, stimulus) -> np.ndarray:
         """``b_i + (k_i * s)_t`` in log spikes/s, (T, n)."""

@@ -107,6 +107,15 @@ def test_glm_program_under_nuts_agrees_with_the_laplace_posterior():
     np.testing.assert_allclose(draws.std(0), se, rtol=0.15)
 
 
+def test_perfect_separation_is_reported_not_converged():
+    X = np.linspace(-1, 1, 50)[:, None]
+    y = (X[:, 0] > 0).astype(float)
+    with pytest.warns(RuntimeWarning, match="perfectly separated"):
+        res = fit_glm(GLM("bernoulli"), X, y, progress=False)
+    assert not res.converged
+    assert fit_glm(GLM("bernoulli"), X, y, l2=1.0, progress=False).converged  # a finite MAP
+
+
 def test_bad_input_is_named():
     X = np.ones((5, 1)) * np.arange(5)[:, None]
     with pytest.raises(ValueError, match="non-negative integer"):

@@ -66,6 +66,8 @@ def test_simulation_follows_the_rate_and_flags_unstable_couplings():
              "coupling_weights": np.zeros((2, 2, 3))}  # fmt: skip
     spikes = pop.simulate(quiet, np.zeros(100_000), rng_key=0)
     np.testing.assert_allclose(spikes.mean(0) / 0.001, [50.0, 10.0], rtol=0.05)
+    # strong inhibition is stable, however large its gain
+    assert pop.branching_ratio(dict(quiet, coupling_weights=np.full((2, 2, 3), -5.0))) == 0.0
     loud = dict(quiet, coupling_weights=np.full((2, 2, 3), 3.0))
     assert pop.branching_ratio(loud) >= 1
     with pytest.warns(RuntimeWarning, match="branching ratio"), pytest.raises(FloatingPointError, match="overflow"):
