@@ -33,6 +33,7 @@ from ._validation import check_positive_float, check_positive_int
 # problem; above this they are skipped (and the skip recorded)
 _IMPORTANCE_BUDGET = 2e9
 _DRAW_CHUNK_ELEMENTS = 2**24  # linear predictors held at once while evaluating draws
+_PAD_MAX_ELEMENTS = 2**23  # designs larger than this are fitted at their own shape
 
 
 class NewtonState(NamedTuple):
@@ -306,11 +307,17 @@ def _bucket(n: int) -> int:
 def _padded(problem: LinearProblem, l2: float):
     """The problem's arrays with N and the coefficient count padded to buckets, so fits of
     similar sizes share one compiled program: padded rows have weight 0 and padded
-    coefficients are held at 0, so neither changes the answer."""
+    coefficients are held at 0, so neither changes the answer. A design above
+    ``_PAD_MAX_ELEMENTS`` is not copied: there compilation is a small share of the fit."""
     N, p = problem.X.shape
-    n_pad, q_pad = _bucket(N), -(-(p + 1) // 8) * 8
-    X = np.zeros((n_pad, q_pad - 1))
-    X[:N, :p] = problem.X
+    if problem.X.size > _PAD_MAX_ELEMENTS:
+        n_pad, q_pad = N, p + 1
+    else:
+        n_pad, q_pad = _bucket(N), -(-(p + 1) // 8) * 8
+    X = problem.X
+    if X.shape != (n_pad, q_pad - 1):
+        X = np.zeros((n_pad, q_pad - 1))
+        X[:N, :p] = problem.X
     y = np.zeros((n_pad, problem.y.shape[1]))
     y[:N] = problem.y
     offset, weights = np.zeros(n_pad), np.zeros(n_pad)
