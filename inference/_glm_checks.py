@@ -60,6 +60,15 @@ def time_rescaling_check(idata, context) -> list[Check]:
     return [Check("time_rescaling", status, p, KS_WARN_LEVEL, message)]
 
 
+def skipped_importance_check(idata, context) -> list[Check]:
+    """Say so when the fit did not evaluate its Laplace draws, rather than leave the row out."""
+    info = _info(idata)
+    note = None if info is None else info.get("importance_ratios", "computed")
+    if note is None or note == "computed":
+        return []
+    return [Check("pareto_khat", "ok", math.nan, math.nan, f"not applicable: importance ratios {note}")]
+
+
 for _model in (GLM, LNP, PopulationGLM):
-    for _check in (deviance_check, time_rescaling_check):
+    for _check in (deviance_check, time_rescaling_check, skipped_importance_check):
         register_check(_model, _check)

@@ -156,7 +156,9 @@ def fit_glm(
     Newton's method with a Cholesky solve and a backtracking line search, stopped
     when half the Newton decrement (the predicted decrease of the objective) is below
     ``tol`` nats for every problem. The Laplace posterior is :math:`N(\hat\beta,
-    \phi H^{-1})` with :math:`H` the Hessian at the optimum and :math:`\phi` the
+    \phi H^{-1})` with :math:`H` the Hessian at the optimum (the observed information;
+    statsmodels' default standard errors use the expected one, which differs for
+    non-canonical links) and :math:`\phi` the
     dispersion: 1, or for the Gaussian family the Pearson estimate
     :math:`\sum_i w_i (y_i - \hat\mu_i)^2 / (\sum_i w_i - q)`, as statsmodels reports it.
 
@@ -181,7 +183,9 @@ def fit_glm(
         ``params`` (the model's named coefficients; ``"weights"`` and ``"intercept"``
         for a GLM), ``draws`` (``(1, num_samples, ...)``), ``trace["loss"]`` (the
         summed objective per Newton step), ``sample_stats["log_p"]``/``["log_q"]``
-        for the Pareto k-hat check of the approximation, and ``info`` with the
+        for the Pareto k-hat check of the approximation (skipped, and the skip recorded
+        in ``info["importance_ratios"]``, when evaluating every draw would cost more than
+        2e9 multiply-adds), and ``info`` with the
         deviance, null deviance, pseudo-R² (``1 - deviance / null_deviance``), the
         log-likelihood, AIC, the dispersion, the standard errors and, for spike-train
         models, the time-rescaling test on the training data. ``res.summary()`` is
