@@ -11,6 +11,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -358,6 +359,33 @@ class PopulationGLM:
             )
         return np.asarray(spikes)
 
+    def compare_psth(self, params, stimulus, trials, *, smoothing: float = 0.005, rng_key=0) -> "PSTHComparison":
+        """Peri-stimulus time histograms of recorded repeats against the model's.
+
+        ``stimulus`` is the repeated segment (S,) or (S, stim_dim) and ``trials`` the
+        recorded counts ``(num_trials, S, n)``. As many trials are simulated, the segment
+        played back to back as in the recording, and both PSTHs (spikes/s) are smoothed
+        by a Gaussian of ``smoothing`` seconds. Per neuron: their correlation and the
+        share of the recorded PSTH's variance about its mean that the model's explains.
+        """
+        stimulus = _check_stimulus(stimulus)
+        trials = _POISSON.check_response(trials, "trials")
+        if trials.ndim != 3 or trials.shape[1] != stimulus.shape[0]:
+            raise ValueError(
+                f"trials must have shape (num_trials, {stimulus.shape[0]}, n_neurons) to match the stimulus "
+                f"segment, got {trials.shape}"
+            )
+        if not (math.isfinite(smoothing) and smoothing > 0):
+            raise ValueError(f"smoothing must be a finite number > 0 (seconds), got {smoothing!r}")
+        num_trials, length, _ = trials.shape
+        simulated = self.simulate(params, np.tile(stimulus, (num_trials, 1)), rng_key=rng_key)
+        observed = _psth(trials, self.dt, smoothing)
+        model = _psth(simulated.reshape(num_trials, length, -1), self.dt, smoothing)
+        centred = observed - observed.mean(0)
+        correlation = np.array([np.corrcoef(o, m)[0, 1] for o, m in zip(observed.T, model.T, strict=True)])
+        explained = 1 - np.sum((observed - model) ** 2, 0) / np.sum(centred**2, 0)
+        return PSTHComparison(observed, model, correlation, explained)
+
     def __call__(self, stimulus, spikes):
         """As a NumPyro program (flat priors on every coefficient), conditioned on the
         recorded ``spikes`` as history: the likelihood :func:`fit_glm` maximises."""
@@ -381,6 +409,22 @@ class PopulationGLM:
         rate = jnp.exp(X @ beta[:, 1:].T + beta[:, 0]) * self.dt
         with numpyro.plate("time", T, dim=-2), numpyro.plate("neurons", n, dim=-1):
             return numpyro.sample("spikes", dist.Poisson(rate), obs=jnp.asarray(spikes))
+
+
+class PSTHComparison(NamedTuple):
+    observed: np.ndarray  # (S, n) recorded PSTH, spikes/s
+    simulated: np.ndarray  # (S, n) the model's
+    correlation: np.ndarray  # (n,)
+    explained_variance: np.ndarray  # (n,) 1 - SSE / SS of the recorded PSTH about its mean
+
+
+def _psth(trials, dt: float, smoothing: float) -> np.ndarray:
+    """Trial-averaged rate (S, n) in spikes/s, smoothed by a Gaussian of sd ``smoothing`` s."""
+    rate = trials.mean(axis=0) / dt
+    width = max(1, int(round(smoothing / dt)))
+    kernel = np.exp(-0.5 * (np.arange(-4 * width, 4 * width + 1) / width) ** 2)
+    kernel /= kernel.sum()
+    return np.stack([np.convolve(column, kernel, mode="same") for column in rate.T], axis=1)
 
 
 @jax.jit

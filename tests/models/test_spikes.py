@@ -95,3 +95,21 @@ def test_bad_input_is_named():
         bases.RaisedCosine(8, 0.005, 0.001)
     with pytest.raises(ValueError, match="nonlinearity"):
         LNP(5, nonlinearity="relu")
+
+
+def test_psth_of_the_true_model_explains_the_recorded_one():
+    basis = bases.RaisedCosine(4, 0.05, 0.001)
+    pop = PopulationGLM(basis, basis, dt=0.001)
+    params = {"intercept": np.log([30.0, 40.0]), "stimulus_weights": np.array([[[0.3, 0.6, 0.2, 0.0]],
+              [[-0.3, -0.5, 0.0, 0.1]]]), "coupling_weights": np.zeros((2, 2, 4))}  # fmt: skip
+    params["coupling_weights"][[0, 1], [0, 1], 0] = -2.0
+    segment = np.random.default_rng(3).normal(size=1000)
+    recorded = pop.simulate(params, np.tile(segment, 60), rng_key=5).reshape(60, 1000, 2)
+    same = pop.compare_psth(params, segment, recorded, smoothing=0.01, rng_key=6)
+    flat = dict(params, stimulus_weights=np.zeros((2, 1, 4)))
+    other = pop.compare_psth(flat, segment, recorded, smoothing=0.01, rng_key=6)
+    assert same.observed.shape == same.simulated.shape == (1000, 2)
+    assert np.all(same.correlation > 0.95) and np.all(same.explained_variance > 0.9)
+    assert np.all(other.explained_variance < 0)  # the stimulus-locked structure is missed
+    with pytest.raises(ValueError, match="trials must have shape"):
+        pop.compare_psth(params, segment, recorded[:, :500], rng_key=0)
