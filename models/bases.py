@@ -16,23 +16,34 @@ import scipy.interpolate
 import scipy.signal
 
 
-def _check_basis_args(n_basis, window, dt) -> int:
-    if isinstance(n_basis, bool) or not isinstance(n_basis, int | np.integer) or n_basis < 1:
-        raise ValueError(f"n_basis must be an int >= 1, got {n_basis!r}")
-    for name, value in (("window", window), ("dt", dt)):
-        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be a finite number > 0 (seconds), got {value!r}")
-    length = int(round(window / dt))
-    if length < n_basis:
-        raise ValueError(
-            f"window / dt = {window} / {dt} gives {length} bins, fewer than n_basis = {n_basis}: "
-            "lengthen the window or use fewer basis functions"
-        )
-    return length
+@dataclass(frozen=True)
+class _Basis:
+    """What every basis shares: ``n_basis`` functions on the ``round(window / dt)`` bins of a window."""
+
+    n_basis: int
+    window: float
+    dt: float
+
+    def __post_init__(self):
+        if isinstance(self.n_basis, bool) or not isinstance(self.n_basis, int | np.integer) or self.n_basis < 1:
+            raise ValueError(f"n_basis must be an int >= 1, got {self.n_basis!r}")
+        for name in ("window", "dt"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0 (seconds), got {value!r}")
+        if self.length < self.n_basis:
+            raise ValueError(
+                f"window / dt = {self.window} / {self.dt} gives {self.length} bins, fewer than n_basis = "
+                f"{self.n_basis}: lengthen the window or use fewer basis functions"
+            )
+
+    @property
+    def length(self) -> int:
+        return int(round(self.window / self.dt))
 
 
 @dataclass(frozen=True)
-class RaisedCosine:
+class RaisedCosine(_Basis):
     r"""Raised-cosine bumps equally spaced in log-stretched time (Pillow et al. 2008).
 
     :math:`\phi_k(t) = \tfrac12\big(1 + \cos(\mathrm{clip}(\pi (\log(t + c) - y_k) / (2\Delta), -\pi, \pi))\big)`
@@ -59,19 +70,12 @@ class RaisedCosine:
     (50, 5)
     """
 
-    n_basis: int
-    window: float
-    dt: float
     stretch: float | None = None
 
     def __post_init__(self):
-        _check_basis_args(self.n_basis, self.window, self.dt)
+        super().__post_init__()
         if self.stretch is not None and not (math.isfinite(self.stretch) and self.stretch > 0):
             raise ValueError(f"stretch must be None or a finite number > 0 (seconds), got {self.stretch!r}")
-
-    @property
-    def length(self) -> int:
-        return int(round(self.window / self.dt))
 
     @property
     def matrix(self) -> np.ndarray:
@@ -88,7 +92,7 @@ class RaisedCosine:
 
 
 @dataclass(frozen=True)
-class BSpline:
+class BSpline(_Basis):
     """Clamped B-splines of ``degree`` on knots equally spaced over the window.
 
     Parameters
@@ -106,21 +110,14 @@ class BSpline:
     1.0
     """
 
-    n_basis: int
-    window: float
-    dt: float
     degree: int = 3
 
     def __post_init__(self):
-        _check_basis_args(self.n_basis, self.window, self.dt)
+        super().__post_init__()
         if not isinstance(self.degree, int) or self.degree < 0:
             raise ValueError(f"degree must be an int >= 0, got {self.degree!r}")
         if self.n_basis < self.degree + 1:
             raise ValueError(f"n_basis must be >= degree + 1 = {self.degree + 1}, got {self.n_basis}")
-
-    @property
-    def length(self) -> int:
-        return int(round(self.window / self.dt))
 
     @property
     def matrix(self) -> np.ndarray:
