@@ -2,8 +2,9 @@
 
 from bayeskit.models import _config  # noqa: F401  (float64 in JAX unless BAYESKIT_X64=0)
 
-from . import _glm_checks, _gp_checks, _mixture_checks  # noqa: F401  (register their diagnostics)
+from . import _bp_checks, _glm_checks, _gp_checks, _mixture_checks  # noqa: F401  (register their diagnostics)
 from ._bayes_opt import BayesOpt, bayes_opt
+from ._belief_propagation import belief_propagation
 from ._checks import Check, register_check
 from ._diagnostics import Report, diagnose
 from ._em import em, online_em, select_n_components
@@ -27,6 +28,7 @@ __all__ = [
     "Result",
     "RobbinsMonro",
     "bayes_opt",
+    "belief_propagation",
     "diagnose",
     "em",
     "fit_glm",

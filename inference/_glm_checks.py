@@ -4,13 +4,12 @@ They read what the fit records in ``info`` (deviance, pseudo-R², the time-resca
 test on the training data), so a saved and reloaded result is judged the same way.
 """
 
-import json
 import math
 
 from bayeskit.models import GLM, LNP, PopulationGLM
 
 from ._checks import Check, register_check
-from ._result import result_attrs
+from ._result import routine_info
 
 # the KS test of the rescaled spike times: below the first level a warning, below
 # the second the model is rejected
@@ -18,17 +17,12 @@ KS_WARN_LEVEL = 0.05
 KS_FAIL_LEVEL = 0.001
 
 
-def _info(idata):
-    attrs = result_attrs(idata)
-    return json.loads(attrs["info"]) if attrs.get("method") == "fit_glm" else None
-
-
 def _as_list(value):
     return value if isinstance(value, list) else [value]
 
 
 def deviance_check(idata, context) -> list[Check]:
-    info = _info(idata)
+    info = routine_info(idata, "fit_glm")
     if info is None:
         return []
     r2 = _as_list(info["pseudo_r2"])
@@ -42,7 +36,7 @@ def deviance_check(idata, context) -> list[Check]:
 
 
 def time_rescaling_check(idata, context) -> list[Check]:
-    info = _info(idata)
+    info = routine_info(idata, "fit_glm")
     if info is None or "time_rescaling" not in info:
         return []
     test = info["time_rescaling"]
@@ -62,7 +56,7 @@ def time_rescaling_check(idata, context) -> list[Check]:
 
 def skipped_importance_check(idata, context) -> list[Check]:
     """Say so when the fit did not evaluate its Laplace draws, rather than leave the row out."""
-    info = _info(idata)
+    info = routine_info(idata, "fit_glm")
     note = None if info is None else info.get("importance_ratios", "computed")
     if note is None or note == "computed":
         return []

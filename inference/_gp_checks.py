@@ -4,14 +4,13 @@ They read what the routines record in ``info`` and ``trace``, so a saved and
 reloaded result is judged the same way.
 """
 
-import json
 
 import numpy as np
 
 from bayeskit.models import GaussianProcess
 
 from ._checks import Check, register_check
-from ._result import result_attrs
+from ._result import routine_info
 
 # under the model the standardised LOO residuals are N(0, 1): about 0.3% beyond 3
 LOO_TAIL = 3.0
@@ -22,13 +21,8 @@ LOO_MEAN_SQUARE_RANGE = (0.5, 2.0)
 ACQUISITION_FAILURE_MAX = 0.2
 
 
-def _info(idata, method):
-    attrs = result_attrs(idata)
-    return json.loads(attrs["info"]) if attrs.get("method") == method else None
-
-
 def jitter_check(idata, context) -> list[Check]:
-    info = _info(idata, "fit_gp")
+    info = routine_info(idata, "fit_gp")
     if info is None:
         return []
     jitter = float(info["jitter"])
@@ -47,7 +41,7 @@ def jitter_check(idata, context) -> list[Check]:
 
 
 def loo_check(idata, context) -> list[Check]:
-    info = _info(idata, "fit_gp")
+    info = routine_info(idata, "fit_gp")
     if info is None or "loo_residuals" not in info:  # sparse fits have none
         return []
     residuals = np.asarray(info["loo_residuals"], float)
@@ -65,7 +59,7 @@ def loo_check(idata, context) -> list[Check]:
 
 
 def regret_check(idata, context) -> list[Check]:
-    info = _info(idata, "bayes_opt")
+    info = routine_info(idata, "bayes_opt")
     if info is None:
         return []
     best = np.asarray(idata.fit_trace["best_value"].values, float)
@@ -86,7 +80,7 @@ def regret_check(idata, context) -> list[Check]:
 
 
 def acquisition_check(idata, context) -> list[Check]:
-    info = _info(idata, "bayes_opt")
+    info = routine_info(idata, "bayes_opt")
     if info is None or not info["rounds"]:
         return []
     refined = np.concatenate([np.asarray(r["acquisition_refined"], bool) for r in info["rounds"]])

@@ -221,6 +221,12 @@ def result_attrs(idata) -> dict:
     return dict(idata.attrs)
 
 
+def routine_info(idata, method: str) -> dict | None:
+    """The ``info`` a Result of ``method`` wrote, or None for a result of another routine."""
+    attrs = result_attrs(idata)
+    return json.loads(attrs["info"]) if attrs.get("method") == method else None
+
+
 def class_name(model) -> str:
     if model is None:
         return ""
