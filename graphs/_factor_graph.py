@@ -176,6 +176,28 @@ class FactorGraph:
         self._frozen = None
         return node
 
+    @classmethod
+    def from_bif(cls, path) -> "FactorGraph":
+        """Read a Bayesian network in BIF (``.bif`` or ``.bif.gz``): one factor per CPD,
+        over ``(child, *parents)``, with the network's state names and order."""
+        from ._readers import from_bif
+
+        return from_bif(path)
+
+    @classmethod
+    def from_uai(cls, path) -> "FactorGraph":
+        """Read a MARKOV or BAYES network in the UAI inference-competition format."""
+        from ._readers import from_uai
+
+        return from_uai(path)
+
+    @classmethod
+    def from_pgmpy(cls, model) -> "FactorGraph":
+        """Convert a pgmpy ``DiscreteBayesianNetwork`` or ``DiscreteMarkovNetwork``."""
+        from ._readers import from_pgmpy
+
+        return from_pgmpy(model)
+
     def freeze(self) -> FrozenFactorGraph:
         """The immutable snapshot inference reads (cached until the graph changes)."""
         if self._frozen is None:
@@ -215,13 +237,16 @@ def log_evidence(fg: FrozenFactorGraph, evidence: Mapping | None) -> dict[int, n
             raise ValueError(f"evidence names {variable!r}, which is not a variable of the graph")
         i = fg.index[variable]
         card, states = fg.cardinalities[i], fg.states[i]
-        if isinstance(value, Integral) and not isinstance(value, bool):
+        if isinstance(value, bool | np.bool_):
+            raise TypeError(f"evidence for {variable!r} must be a state index, a state name or a likelihood "
+                            f"vector, got the bool {value!r}")
+        if isinstance(value, Integral):  # an index, even where the state names are numbers
             if not 0 <= value < card:
                 raise ValueError(f"evidence state of {variable!r} must be in 0..{card - 1}, got {value}")
             likelihood = np.eye(card)[int(value)]
         elif isinstance(value, Hashable) and not isinstance(value, tuple) and value in states:
             likelihood = np.eye(card)[states.index(value)]
-        elif isinstance(value, str | bool) or np.ndim(value) != 1:
+        elif isinstance(value, str) or np.ndim(value) != 1:
             raise ValueError(f"evidence for {variable!r} must be a state index, one of {states!r}, or a likelihood "
                              f"vector of length {card}; got {value!r}")
         else:
