@@ -41,7 +41,7 @@ EXACT_MAX_CLIQUE_ENTRIES = 2**20
 
 @dataclass(frozen=True)
 class _Group:
-    """Factors sharing an arity and a padded cardinality, updated as one array."""
+    """Factors of one arity, padded to one cardinality and updated as one array."""
 
     arity: int
     width: int
@@ -124,14 +124,16 @@ class _Packed:
 
     def __init__(self, fg: FrozenFactorGraph):
         self.width = max(fg.cardinalities)
-        by_shape: dict[tuple[int, int], list[int]] = {}
+        # one group per arity, padded to its widest variable: each group is compiled
+        # code of its own, so fewer groups compile faster at little padding cost
+        by_arity: dict[int, list[int]] = {}
         for f, scope in enumerate(fg.scopes):
             if scope:  # a constant factor only scales Z
-                width = max(fg.cardinalities[i] for i in scope)
-                by_shape.setdefault((len(scope), width), []).append(f)
+                by_arity.setdefault(len(scope), []).append(f)
         groups, tables, edge_variable, self.edges_of = [], [], [], {}
         offset = 0
-        for (arity, width), factors in sorted(by_shape.items()):
+        for arity, factors in sorted(by_arity.items()):
+            width = max(fg.cardinalities[i] for f in factors for i in fg.scopes[f])
             padded = np.full((len(factors),) + (width,) * arity, -np.inf)
             for i, f in enumerate(factors):
                 padded[(i, *map(slice, fg.log_tables[f].shape))] = fg.log_tables[f]

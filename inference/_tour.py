@@ -15,9 +15,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from bayeskit.graphs import examples as graph_examples
 from bayeskit.models import GaussianMixture, GaussianProcess, data, examples, kernels
 
 from ._bayes_opt import bayes_opt
+from ._belief_propagation import belief_propagation
 from ._diagnostics import diagnose
 from ._em import em, online_em, select_n_components
 from ._glm_fit import fit_glm
@@ -168,6 +170,36 @@ TOUR += [
         "retina_population_glm",
         "coupled Poisson GLM (Pillow et al. 2008) of three simulated retinal neurons with known filters",
         _retina,
+    ),
+]
+
+
+# a patient with dyspnoea, back from Asia; a clear X-ray
+_ASIA_EVIDENCE = {"dysp": "yes", "asia": "yes", "xray": "no"}
+# an ALARM patient with a high heart rate, low blood pressure and low expired CO2
+_ALARM_EVIDENCE = {"HRBP": "HIGH", "BP": "LOW", "EXPCO2": "LOW"}
+
+
+def _denoising(quick):
+    problem = graph_examples.denoising_problem(32 if quick else 64, flip=0.1, coupling=1.0)
+    return belief_propagation(problem.graph, kind="max", damping=0.5, progress=False)
+
+
+TOUR += [
+    Stop(
+        "asia_belief_propagation",
+        "loopy sum-product on ASIA (Lauritzen & Spiegelhalter 1988) with evidence, against the junction tree",
+        lambda quick: belief_propagation(graph_examples.load_network("asia"), _ASIA_EVIDENCE, progress=False),
+    ),
+    Stop(
+        "alarm_belief_propagation",
+        "loopy sum-product on ALARM (37 variables) with evidence, against the exact junction tree",
+        lambda quick: belief_propagation(graph_examples.load_network("alarm"), _ALARM_EVIDENCE, progress=False),
+    ),
+    Stop(
+        "ising_denoising_max_product",
+        "binary image denoising: max-product MAP of an Ising posterior on a grid, damping 0.5",
+        _denoising,
     ),
 ]
 

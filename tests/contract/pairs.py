@@ -10,8 +10,22 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bayeskit.inference import bayes_opt, em, fit_glm, fit_gp, laplace, map_estimate, nuts, online_em, svi
+from bayeskit.graphs import exact_marginals
+from bayeskit.graphs import examples as graph_examples
+from bayeskit.inference import (
+    bayes_opt,
+    belief_propagation,
+    em,
+    fit_glm,
+    fit_gp,
+    laplace,
+    map_estimate,
+    nuts,
+    online_em,
+    svi,
+)
 from bayeskit.models import GLM, GaussianMixture, GaussianProcess, data, examples, kernels
+from tests.graphs.brute_force import enumerate_graph, random_tree
 
 
 class Pair(NamedTuple):
@@ -187,5 +201,42 @@ PAIRS += [
         "population_glm/fit_glm",
         lambda: fit_glm(_POPULATION.model, _POPULATION.stimulus, _POPULATION.spikes, progress=False),
         _recovers_the_filters,
+    ),
+]
+
+
+_TREE = random_tree(np.random.default_rng(21), 9)
+_TREE_MARGINALS, _TREE_LOG_Z, _TREE_MAP, _ = enumerate_graph(_TREE)
+_ASIA_EVIDENCE = {"dysp": "yes", "asia": "yes"}
+
+
+def _equals_enumeration(res):
+    for name, marginal in _TREE_MARGINALS.items():
+        np.testing.assert_allclose(res.marginals[name], marginal, atol=1e-9)
+    assert abs(res.info["log_partition"] - _TREE_LOG_Z) < 1e-9
+
+
+def _is_the_brute_force_argmax(res):
+    assert {name: int(state) for name, state in res.params.items()} == _TREE_MAP
+
+
+def _near_the_junction_tree(res):
+    # ASIA has one loop (smoking -> lung cancer / bronchitis -> dyspnoea): BP is approximate
+    exact = exact_marginals(res.model, evidence=_ASIA_EVIDENCE)
+    errors = [np.max(np.abs(res.marginals[name] - marginal)) for name, marginal in exact.items()]
+    assert max(errors) < 0.05 and max(errors) == res.info["exact_max_error"]
+
+
+PAIRS += [
+    Pair("factor_tree/belief_propagation", lambda: belief_propagation(_TREE, progress=False), _equals_enumeration),
+    Pair(
+        "factor_tree/belief_propagation_max",
+        lambda: belief_propagation(_TREE, kind="max", progress=False),
+        _is_the_brute_force_argmax,
+    ),
+    Pair(
+        "asia/belief_propagation",
+        lambda: belief_propagation(graph_examples.load_network("asia"), _ASIA_EVIDENCE, progress=False),
+        _near_the_junction_tree,
     ),
 ]
