@@ -10,6 +10,7 @@ position, so every separator is a prefix-free subsequence of its parent's clique
 messages broadcast with a reshape, never a transpose.
 """
 
+import math
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -126,7 +127,7 @@ def min_fill_order(num_variables: int, scopes, cardinalities) -> list[int]:
     def score(i):
         nbrs = neighbours[i]
         fill = sum(len(nbrs - neighbours[u]) - 1 for u in nbrs) // 2
-        weight = float(np.prod([cardinalities[u] for u in nbrs], dtype=float)) * cardinalities[i]
+        weight = math.prod(cardinalities[u] for u in nbrs) * cardinalities[i]
         return fill, weight, i
 
     scores = {i: score(i) for i in range(num_variables)}

@@ -157,21 +157,27 @@ class FactorGraph:
             raise ValueError(
                 f"{name} over {variables!r} must have shape {shape} (the cardinalities), got {values.shape}"
             )
-        if np.isnan(values).any():
+        low, high = values.min(), values.max()  # NaN propagates to both
+        if np.isnan(low):
             raise ValueError(f"{name} over {variables!r} contains NaN")
         if log_table is None:
-            if np.isinf(values).any() or (values < 0).any():
-                raise ValueError(f"table over {variables!r} must be finite and non-negative, got min {values.min()}")
+            if low < 0 or high == np.inf:
+                raise ValueError(f"table over {variables!r} must be finite and non-negative, got min {low}, "
+                                 f"max {high}")
+            if high == 0:
+                raise ValueError(f"factor over {variables!r} is zero everywhere (every configuration has "
+                                 "probability 0)")
             with np.errstate(divide="ignore"):
                 values = np.log(values)
-        elif np.isposinf(values).any():
+        elif high == np.inf:
             raise ValueError(f"log_table over {variables!r} contains +inf")
-        if not np.isfinite(values).any():
-            raise ValueError(f"factor over {variables!r} is zero everywhere (every configuration has probability 0)")
+        elif high == -np.inf:
+            raise ValueError(f"factor over {variables!r} is zero everywhere (every configuration has "
+                             "probability 0)")
         values.setflags(write=False)
         node = FactorNode(len(self._factors))
         self.graph.add_node(node, bipartite=1, variables=variables, log_table=values)
-        self.graph.add_edges_from((node, v) for v in variables)
+        self.graph.add_edges_from([(node, v) for v in variables])
         self._factors.append(node)
         self._frozen = None
         return node
