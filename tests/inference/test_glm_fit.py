@@ -38,6 +38,22 @@ def test_poisson_equals_statsmodels_with_offset_and_weights(poisson_data):
     np.testing.assert_allclose(res.info["log_likelihood"], ref.llf, rtol=1e-8)
 
 
+@pytest.mark.parametrize("family", ["poisson", "bernoulli"])
+def test_lbfgs_start_reaches_the_newton_answer_with_many_coefficients(family):
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(3000, 60)) / np.sqrt(60)
+    eta = -0.5 + X @ rng.normal(scale=0.5, size=60)
+    y = rng.poisson(np.exp(eta)) if family == "poisson" else rng.binomial(1, 1 / (1 + np.exp(-eta)))
+    newton = fit_glm(GLM(family), X, y, method="newton", progress=False)
+    lbfgs = fit_glm(GLM(family), X, y, progress=False)  # auto: 61 coefficients
+    assert lbfgs.info["solver"] == "lbfgs" and newton.info["solver"] == "newton"
+    assert lbfgs.info["n_iter"] < newton.info["n_iter"]
+    np.testing.assert_allclose(_coefficients(lbfgs), _coefficients(newton), rtol=1e-7, atol=1e-9)
+    ref = sm.GLM(y, sm.add_constant(X), family=getattr(sm.families, family.title() if family == "poisson"
+                                                       else "Binomial")()).fit(tol=1e-12)
+    np.testing.assert_allclose(_coefficients(lbfgs), ref.params, rtol=1e-5, atol=1e-8)
+
+
 def test_randhie_counts_equal_statsmodels():
     data = sm.datasets.randhie.load_pandas()
     X, y = data.exog.to_numpy(float), data.endog.to_numpy(float)
