@@ -2,13 +2,14 @@
 
 import sys
 
-from . import gaussian_processes, generic_routines, glm, mixtures
+from . import gaussian_processes, generic_routines, glm, graphs, mixtures
 
 BENCHMARKS = {
     "generic_routines": generic_routines.main,
     "mixtures": mixtures.main,
     "gaussian_processes": gaussian_processes.main,
     "glm": glm.main,
+    "graphs": graphs.main,
 }
 
 

@@ -232,9 +232,9 @@ def belief_propagation(
     beliefs, var_terms, factor_terms, incoming = jax.device_get(_finish(sweep, messages, data))
     impossible = ~np.isfinite(beliefs).all(axis=1)
     if out.failed or impossible.any():
-        where = frozen.variables[int(np.argmax(impossible))] if impossible.any() else "a message"
-        raise ValueError(f"the evidence has probability zero under the model: every state of {where} "
-                         "was ruled out during message passing")
+        where = f" (every state of {frozen.variables[int(np.argmax(impossible))]} was ruled out)" \
+            if impossible.any() else ""
+        raise ValueError(f"the evidence has probability zero under the model{where}")
     marginals = {name: beliefs[i, : frozen.cardinalities[i]] for i, name in enumerate(frozen.variables)}
     info = {
         "kind": kind,
