@@ -45,9 +45,9 @@ def _leaf_evidence(model) -> dict:
 
 
 def _pgmpy_marginals(name):
+    model = _pgmpy_model(name)
     from pgmpy.inference import VariableElimination
 
-    model = _pgmpy_model(name)
     evidence = _leaf_evidence(model)
     started = time.perf_counter()
     engine = VariableElimination(model)

@@ -73,6 +73,8 @@ class Result:
     log_likelihood: dict = field(default_factory=dict)
     observed_data: dict = field(default_factory=dict)
     posterior_predictive: dict = field(default_factory=dict)
+    # the class of a model that ``load`` could not rebuild, so its registered checks still run
+    _model_class: str = field(default="", repr=False)
 
     def __repr__(self) -> str:
         def shapes(group):
@@ -99,7 +101,7 @@ class Result:
         az = _arviz()
         attrs = {
             "method": self.method,
-            "model_class": class_name(self.model),
+            "model_class": class_name(self.model) or self._model_class,
             "converged": int(bool(self.converged)),
             "info": json.dumps(_jsonable(self.info)),
         }
@@ -179,9 +181,11 @@ class Result:
             return {k: np.asarray(v.values) for k, v in idata[name].data_vars.items()}
 
         params = group("params")
+        model = _rebuild_model(attrs, params)
         return cls(
             method=str(attrs["method"]),
-            model=_rebuild_model(attrs, params),
+            model=model,
+            _model_class="" if model is not None else str(attrs.get("model_class", "")),
             params=params,
             draws=group("posterior"),
             marginals=group("marginals"),

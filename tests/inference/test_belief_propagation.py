@@ -134,6 +134,7 @@ def test_result_reaches_inference_data_and_the_report(tmp_path):
     loaded = Result.load(res.save(tmp_path / "bp.nc"))
     np.testing.assert_allclose(loaded.marginals["x_0_2"], res.marginals["x_0_2"])
     np.testing.assert_allclose(loaded.trace["residual"], res.trace["residual"])
+    assert [c.name for c in diagnose(loaded).checks] == [c.name for c in report.checks]
 
 
 def test_bad_arguments_and_impossible_evidence():
