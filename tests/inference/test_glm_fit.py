@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import statsmodels.api as sm
 
-from bayeskit.inference import diagnose, fit_glm, nuts, time_rescaling_test
+from bayeskit.inference import diagnose, fit_glm, laplace, map_estimate, nuts, svi, time_rescaling_test
 from bayeskit.models import GLM, LNP, PopulationGLM, examples
 from bayeskit.models._spikes import lagged
 
@@ -109,6 +109,28 @@ def test_l2_is_the_gaussian_prior_and_matches_sklearn(poisson_data):
     ref = PoissonRegressor(alpha=alpha, tol=1e-12, max_iter=10_000).fit(X, y)
     np.testing.assert_allclose(res.params["weights"], ref.coef_, rtol=1e-5)
     np.testing.assert_allclose(res.params["intercept"], ref.intercept_, rtol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["poisson", "bernoulli"])
+def test_generic_routines_on_the_glm_program_agree_with_fit_glm(family):
+    # with flat priors the program's mode is the MLE and its Laplace covariance the inverse Hessian
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(800, 3))
+    eta = 0.2 + X @ np.array([0.5, -0.3, 0.2])
+    y = rng.poisson(np.exp(eta)) if family == "poisson" else rng.binomial(1, 1 / (1 + np.exp(-eta)))
+    model = GLM(family)
+    reference = fit_glm(model, X, y, progress=False)
+    se = np.asarray(reference.info["standard_errors"]["weights"])
+    mode = map_estimate(model, X, y, progress=False)
+    np.testing.assert_allclose(mode.params["weights"], reference.params["weights"], atol=1e-5)
+    approx = laplace(model, X, y, num_samples=4000, progress=False)
+    draws = approx.draws["weights"].reshape(-1, 3)
+    assert np.all(np.abs(draws.mean(0) - reference.params["weights"]) < 0.1 * se)
+    np.testing.assert_allclose(draws.std(0), se, rtol=0.08)
+    fitted = svi(model, X, y, guide="mvn", num_samples=4000, progress=False)
+    draws = fitted.draws["weights"].reshape(-1, 3)
+    assert np.all(np.abs(draws.mean(0) - reference.params["weights"]) < 0.2 * se)
+    np.testing.assert_allclose(draws.std(0), se, rtol=0.15)
 
 
 def test_glm_program_under_nuts_agrees_with_the_laplace_posterior():
