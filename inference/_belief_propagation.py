@@ -57,18 +57,17 @@ class Sweep:
     num_variables: int
     width: int
     kind: str
-    damping: float
     schedule: str
-    tol: float
 
     def __call__(self, messages, data):
-        tables, edge_variable, log_ev = data
+        tables, edge_variable, log_ev, damping, tol = data
         incoming = self.to_factors(messages, edge_variable, log_ev)
         proposed = jnp.concatenate([self._update(g, t, incoming) for g, t in zip(self.groups, tables, strict=True)])
         change = jnp.max(jnp.abs(jnp.exp(proposed) - jnp.exp(messages)), axis=1)  # undamped, per edge
         residual = jnp.max(change)
-        if self.damping > 0:
-            proposed, _ = _log_normalize((1 - self.damping) * proposed + self.damping * messages)
+        # where() rather than the formula alone: 0 * -inf is NaN when damping is 0
+        damped = _log_normalize((1 - damping) * proposed + damping * messages)[0]
+        proposed = jnp.where(damping > 0, damped, proposed)
         if self.schedule == "residual":
             per_factor = jnp.concatenate([
                 jnp.repeat(jnp.max(change[g.offset:g.offset + g.count * g.arity].reshape(g.count, g.arity), 1),
@@ -76,7 +75,7 @@ class Sweep:
                 for g in self.groups
             ])
             proposed = jnp.where((per_factor >= RESIDUAL_SHARE * residual)[:, None], proposed, messages)
-        return proposed, {"residual": residual, "converged": residual < self.tol}
+        return proposed, {"residual": residual, "converged": residual < tol}
 
     def to_factors(self, messages, edge_variable, log_ev):
         """Variable-to-factor messages, normalised, one row per edge."""
@@ -190,9 +189,10 @@ def belief_propagation(
     Result
         ``marginals[var]``: normalised beliefs (max-marginals for ``kind="max"``);
         ``params``: the MAP assignment ``{var: state index}`` (``kind="max"``),
-        decoded variable by variable conditionally on those already fixed, so ties
-        are broken deterministically (the lowest state) and the joint assignment is
-        optimal on trees; ``trace["residual"]``; ``converged``; ``info`` with
+        decoded variable by variable, each taking its best state given those already
+        fixed (the lowest on a tie), so the assignment is consistent and, on trees,
+        optimal; where several assignments are optimal, which one is returned can
+        depend on round-off in the messages; ``trace["residual"]``; ``converged``; ``info`` with
         ``log_partition`` (the Bethe estimate of ``log Z``, with the evidence; exact
         on trees) or ``log_score`` (the MAP's unnormalised log probability),
         ``is_tree``, ``num_iterations`` and, for graphs small enough,
@@ -222,8 +222,8 @@ def belief_propagation(
     for i, values in evidence_logs.items():
         log_ev[i, : values.size] += values
 
-    sweep = Sweep(packed.groups, frozen.num_variables, packed.width, kind, damping, schedule, tol)
-    data = (packed.tables, packed.edge_variable, log_ev)
+    sweep = Sweep(packed.groups, frozen.num_variables, packed.width, kind, schedule)
+    data = (packed.tables, packed.edge_variable, log_ev, np.asarray(damping), np.asarray(tol))
     init = np.where(packed.valid[packed.edge_variable], 0.0, -np.inf)
     init -= np.log(np.asarray(frozen.cardinalities))[packed.edge_variable, None]
     out = run(sweep, jnp.asarray(init), data=data, max_iter=max_iter, objective="residual",
@@ -277,7 +277,7 @@ def _packed(fg: FrozenFactorGraph) -> _Packed:
 @functools.partial(jax.jit, static_argnums=0)
 def _finish(sweep: Sweep, messages, data):
     """Normalised beliefs, the Bethe free-energy terms, and the variable-to-factor messages."""
-    tables, edge_variable, log_ev = data
+    tables, edge_variable, log_ev, _, _ = data
     belief, zeros = sweep.beliefs(messages, edge_variable, log_ev)
     log_beliefs = _log_normalize(jnp.where(zeros > 0.5, -jnp.inf, belief))[0]
     incoming = sweep.to_factors(messages, edge_variable, log_ev)

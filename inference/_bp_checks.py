@@ -17,6 +17,9 @@ from ._result import routine_info
 EXACT_ERROR_MAX = 0.05
 # in a residual trace that goes up about as often as down, BP is cycling, not converging
 OSCILLATION_TURN_SHARE = 0.3
+# a residual whose later half of the window is below this share of the earlier half is
+# still decaying, and more sweeps may be all it needs
+FALLING_RATIO = 0.5
 
 
 def residual_check(idata, context) -> list[Check]:
@@ -29,15 +32,27 @@ def residual_check(idata, context) -> list[Check]:
     sweeps = f"{info['num_iterations']} sweeps ({info['schedule']}, damping {info['damping']:g})"
     if last < tol:
         return [Check("bp_convergence", "ok", last, tol, f"messages converged in {sweeps}")]
-    window = residual[-max(10, residual.size // 4):]
+    window = np.log(np.maximum(residual[-max(10, residual.size // 4):], 1e-300))
+    half = window.size // 2
+    trend = float(np.exp(np.median(window[half:]) - np.median(window[:half])))  # later / earlier
     turns = np.mean(np.diff(np.sign(np.diff(window))) != 0) if window.size > 2 else 0.0
-    if turns > OSCILLATION_TURN_SHARE:
-        advice = "the residual oscillates: BP is cycling; try damping=0.5 or schedule='residual'"
+    if trend < FALLING_RATIO:
+        advice = f"the residual is still falling (by {1 / trend:.3g}x over the last {window.size} sweeps): " \
+                 "more max_iter may be enough"
     else:
-        advice = f"the residual fell by a factor {window[0] / max(last, 1e-300):.3g} over the last {window.size} " \
-                 "sweeps: more max_iter may be enough"
+        behaviour = "oscillates: BP is cycling" if turns > OSCILLATION_TURN_SHARE else "is not falling"
+        advice = f"the residual {behaviour}; {_remedy(info)}"
     message = f"not converged after {sweeps}: largest message change {last:.3g} > tol; {advice}"
     return [Check("bp_convergence", "fail", last, tol, message)]
+
+
+def _remedy(info) -> str:
+    damping = float(info["damping"])
+    if damping == 0:
+        return "try damping=0.5" + (" or schedule='residual'" if info["schedule"] == "flooding" else "")
+    if damping < 0.9:
+        return f"try more damping than {damping:g}, or exact_marginals where the graph allows it"
+    return "this graph may have no stable BP fixed point; use exact_marginals where the graph allows it"
 
 
 def exact_check(idata, context) -> list[Check]:

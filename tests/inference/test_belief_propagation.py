@@ -122,6 +122,9 @@ def test_non_convergence_is_reported_not_hidden():
     report = diagnose(res)
     assert report["bp_convergence"].status == "fail" and "oscillates" in report["bp_convergence"].message
     assert report["exact_marginals"].status == "warn"
+    # a residual that is still falling asks for more sweeps, not for damping
+    slow = _bp(ising_grid(8, 8, coupling=1.4, field=0.5, rng_key=2), max_iter=500)
+    assert not slow.converged and "still falling" in diagnose(slow)["bp_convergence"].message
 
 
 def test_result_reaches_inference_data_and_the_report(tmp_path):
