@@ -117,12 +117,7 @@ def junction_tree(fg: FrozenFactorGraph, evidence: Mapping[int, np.ndarray]) -> 
 
 def min_fill_order(num_variables: int, scopes, cardinalities) -> list[int]:
     """Greedy min-fill elimination order over the interaction graph of ``scopes``."""
-    neighbours = [set() for _ in range(num_variables)]
-    for scope in scopes:
-        for i in scope:
-            neighbours[i].update(scope)
-    for i in range(num_variables):
-        neighbours[i].discard(i)
+    neighbours = _interaction_graph(num_variables, scopes)
 
     def score(i):
         nbrs = neighbours[i]
@@ -156,10 +151,7 @@ def elimination_cliques(num_variables: int, scopes, cardinalities) -> dict[int, 
     order = min_fill_order(num_variables, scopes, cardinalities)
     position = np.empty(num_variables, int)
     position[order] = np.arange(num_variables)
-    neighbours = [set() for _ in range(len(order))]
-    for scope in scopes:
-        for i in scope:
-            neighbours[i].update(scope)
+    neighbours = _interaction_graph(num_variables, scopes)
     cliques = {}
     for v in order:
         nbrs = neighbours[v] - {v}
@@ -168,6 +160,17 @@ def elimination_cliques(num_variables: int, scopes, cardinalities) -> dict[int, 
             neighbours[u] |= nbrs
             neighbours[u].discard(v)
     return cliques
+
+
+def _interaction_graph(num_variables: int, scopes) -> list[set]:
+    """Each variable's neighbours: the variables it shares a factor with."""
+    neighbours = [set() for _ in range(num_variables)]
+    for scope in scopes:
+        for i in scope:
+            neighbours[i].update(scope)
+    for i in range(num_variables):
+        neighbours[i].discard(i)
+    return neighbours
 
 
 def _expand(table, scope, clique, position) -> np.ndarray:
