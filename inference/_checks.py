@@ -6,6 +6,7 @@ the groups it reads are absent. ``context`` carries what is not in the
 InferenceData (the ``reference`` draws passed to ``diagnose``).
 """
 
+import json
 import math
 import warnings
 from collections.abc import Callable, Iterable
@@ -37,11 +38,12 @@ class Check:
 
 CheckFn = Callable[..., Iterable[Check]]
 _MODEL_CHECKS: dict[str, list[CheckFn]] = {}
+ANY_MODEL = "*"  # checks of routines that take any program, run on every InferenceData
 
 
 def register_check(model_class: str | type, check: CheckFn) -> CheckFn:
     """Run ``check(idata, context)`` on every InferenceData whose ``attrs["model_class"]``
-    names ``model_class`` (a class or its ``module.QualName``)."""
+    names ``model_class`` (a class or its ``module.QualName``; ``"*"`` for every class)."""
     key = model_class if isinstance(model_class, str) else class_name(model_class)
     _MODEL_CHECKS.setdefault(key, []).append(check)
     return check
@@ -66,9 +68,12 @@ def _worst(dataset, pick) -> tuple[float, str]:
 
 
 def _varying(idata):
-    """The posterior without constant components (ESS and R-hat are undefined there)."""
+    """The posterior without constant components (ESS and R-hat are undefined there),
+    restricted to ``info["diagnostic_sites"]`` when the routine named them (functionals
+    of a neural network, whose weights are not identified)."""
     posterior = idata.posterior
-    keep = [name for name, v in posterior.data_vars.items() if float(v.std()) > 0]
+    sites = json.loads(result_attrs(idata).get("info", "{}")).get("diagnostic_sites")
+    keep = [name for name, v in posterior.data_vars.items() if float(v.std()) > 0 and (sites is None or name in sites)]
     return posterior[keep]
 
 
@@ -320,7 +325,8 @@ def energy_distance_test(x, y, *, rng, max_points: int = 1000, num_permutations:
 def registered_checks(idata, context) -> list[Check]:
     attrs = result_attrs(idata)
     checks = []
-    for check in _MODEL_CHECKS.get(str(attrs.get("model_class", "")), []):
+    model_class = str(attrs.get("model_class", ""))
+    for check in _MODEL_CHECKS.get(model_class, []) + _MODEL_CHECKS.get(ANY_MODEL, []):
         checks.extend(check(idata, context))
     return checks
 

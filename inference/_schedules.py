@@ -1,8 +1,9 @@
 """Step-size schedules for stochastic approximation, shared by online EM and SGD/SGLD."""
 
+import math
 from dataclasses import asdict, dataclass
 
-from ._validation import check_positive_float
+from ._validation import check_positive_float, check_positive_int
 
 
 @dataclass(frozen=True)
@@ -50,3 +51,70 @@ class RobbinsMonro:
 
     def to_dict(self) -> dict:
         return {"schedule": "robbins_monro", **asdict(self)}
+
+
+@dataclass(frozen=True)
+class Cyclical:
+    r"""Cosine cyclical step sizes (Zhang et al. 2020, cyclical SG-MCMC):
+    :math:`\eta_t = \frac{a}{2}\left(\cos\frac{\pi\,(t \bmod L)}{L} + 1\right)`.
+
+    A deliberate departure from the Robbins–Monro conditions: each cycle starts
+    with large steps that explore (and can leave a mode) and ends with small ones
+    that sample it. The diagnostics flag it, since no single chain's step decays.
+    Keep only draws from the end of each cycle for posterior summaries.
+
+    Parameters
+    ----------
+    a : float
+        Largest step, > 0.
+    cycle_length : int
+        Steps per cycle, >= 1.
+    """
+
+    a: float
+    cycle_length: int
+
+    def __post_init__(self):
+        check_positive_float("a", self.a)
+        check_positive_int("cycle_length", self.cycle_length)
+
+    def __call__(self, t):
+        return 0.5 * self.a * (math.cos(math.pi * (t % self.cycle_length) / self.cycle_length) + 1.0)
+
+    def to_dict(self) -> dict:
+        return {"schedule": "cyclical", **asdict(self)}
+
+
+@dataclass(frozen=True)
+class Constant:
+    """A constant step: SGD then ends in a noise ball around the optimum whose size
+    grows with the step, and SGLD samples a distribution biased by O(step). Given as
+    a plain float ``step_size``; the diagnostics flag it."""
+
+    a: float
+
+    def __post_init__(self):
+        check_positive_float("step_size", self.a)
+
+    def __call__(self, t):
+        return self.a
+
+    def to_dict(self) -> dict:
+        return {"schedule": "constant", "a": self.a}
+
+
+Schedule = RobbinsMonro | Cyclical | Constant
+
+
+def as_schedule(step_size, default: RobbinsMonro) -> Schedule:
+    """``None`` (the default), a float (constant) or a schedule object."""
+    if step_size is None:
+        return default
+    if isinstance(step_size, RobbinsMonro | Cyclical | Constant):
+        return step_size
+    if isinstance(step_size, int | float) and not isinstance(step_size, bool):
+        return Constant(float(step_size))
+    raise TypeError(
+        f"step_size must be a RobbinsMonro or Cyclical schedule, a positive float (constant) or None, "
+        f"got {type(step_size).__name__}"
+    )

@@ -204,6 +204,45 @@ TOUR += [
 ]
 
 
+def _diabetes():
+    """The diabetes table standardised: ten baseline measurements and disease progression."""
+    d = data.load("diabetes")
+    X = np.column_stack([d[k] for k in ("age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6")]).astype(float)
+    y = d["progression"].astype(float)
+    return (X - X.mean(0)) / X.std(0), (y - y.mean()) / y.std()
+
+
+def _bnn_sgld(dataset, network, quick):
+    from bayeskit.models import BayesianMLP
+
+    from ._sgmcmc import sgld
+
+    X, y = dataset()
+    size = 200 if quick else 500
+    return sgld(BayesianMLP(**network), X, y, num_samples=size, num_chains=4, thinning=10, progress=False)
+
+
+def _digits():
+    d = data.load("digits")
+    return d["images"].reshape(-1, 64) / 16.0, d["target"]
+
+
+TOUR += [
+    Stop(
+        "diabetes_bnn_sgld",
+        "Bayesian MLP (10-50-1) on the diabetes table by SGLD, 4 chains, Robbins–Monro steps",
+        lambda quick: _bnn_sgld(_diabetes, dict(in_features=10, hidden=(50,)), quick),
+    ),
+    Stop(
+        "digits_bnn_sgld",
+        "Bayesian MLP classifier (64-50-10) of the 8x8 digits by SGLD, 4 chains",
+        lambda quick: _bnn_sgld(
+            _digits, dict(in_features=64, hidden=(50,), out_features=10, likelihood="categorical"), quick
+        ),
+    ),
+]
+
+
 def run_tour(out_dir="reports", *, quick: bool = False, only: str | None = None) -> list[tuple]:
     """Run every stop of the tour, write its report, and return (pair, ok, seconds) rows."""
     out = Path(out_dir)
