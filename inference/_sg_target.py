@@ -17,6 +17,7 @@ computed without tracing.
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import pyro
 import torch
 from pyro import poutine
@@ -36,7 +37,7 @@ class Target:
     model: Callable
     shapes: dict[str, torch.Size]
     transforms: dict[str, torch.distributions.Transform]
-    observed: tuple[str, ...]
+    observed: dict[str, np.ndarray]  # the observed sites' values on all the data
     num_data: int
     density: Callable  # (constrained values, X_b, y_b, likelihood_scale) -> log joint
     init_values: Callable[[torch.Generator], dict]  # constrained starting values
@@ -95,14 +96,14 @@ def bind_target(model, X, y, *, plate: str, routine: str) -> Target:
         trace = poutine.trace(model).get_trace(X, y)
     except Exception as exc:
         raise ValueError(f"{routine}: the model raised {type(exc).__name__} when run on X and y: {exc}") from exc
-    latent, observed, in_plate = {}, [], set()
+    latent, observed, in_plate = {}, {}, set()
     for name, site in trace.nodes.items():
         if not _is_density_site(site):
             continue
         if any(frame.name == plate for frame in site["cond_indep_stack"]):
             in_plate.add(name)
         if site["is_observed"]:
-            observed.append(name)
+            observed[name] = site["value"].detach().numpy()
         else:
             latent[name] = site
     if not latent:
@@ -133,7 +134,7 @@ def bind_target(model, X, y, *, plate: str, routine: str) -> Target:
             model,
             shapes,
             transforms,
-            tuple(observed),
+            observed,
             len(X),
             model.log_joint,
             model.init_values,
@@ -153,7 +154,7 @@ def bind_target(model, X, y, *, plate: str, routine: str) -> Target:
             for name in latent
         }
 
-    return Target(model, shapes, transforms, tuple(observed), len(X), density, init_values, None, identified=True)
+    return Target(model, shapes, transforms, observed, len(X), density, init_values, None, identified=True)
 
 
 def _traced_log_joint(model, values, X, y, plate, likelihood_scale) -> torch.Tensor:

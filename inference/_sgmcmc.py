@@ -154,6 +154,7 @@ def robbins_monro(
         params=params,
         trace=out.trace,
         converged=converged,
+        observed_data=target.observed,
         info={
             **_info(schedule, num_steps, batch_size, preconditioner, target),
             "loss_plateau_z": z,
@@ -245,6 +246,7 @@ def sgld(
             "step_size": np.stack([trace["step_size"] for trace in traces]),
         },
         converged=not r_hat >= R_HAT_MAX,
+        observed_data=target.observed,
         info={
             **_info(schedule, num_steps, batch_size, preconditioner, target),
             "num_chains": num_chains,
@@ -372,5 +374,4 @@ def _info(schedule, num_steps, batch_size, preconditioner, target) -> dict:
         "preconditioner": preconditioner,
         "step_size_schedule": schedule.to_dict(),
         "latent_sites": list(target.shapes),
-        "observed_sites": list(target.observed),
     }

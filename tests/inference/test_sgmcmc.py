@@ -101,7 +101,9 @@ def test_bnn_predictive_intervals_cover_held_out_data():
     coverage = np.mean((y[test] >= lower) & (y[test] <= upper))
     # 200 held-out points: the binomial standard error of a 90% coverage is 0.021
     assert abs(coverage - 0.9) < 0.065
-    np.testing.assert_allclose(res.draws["sigma"].mean(), 0.3, rtol=0.15)
+    # the predictive mean is close to sin(x): its error is mostly the noise (sd 0.3)
+    rmse = np.sqrt(np.mean((draws.mean(0) - y[test]) ** 2))
+    assert rmse < 0.36, rmse
     report = diagnose(res)
     # chains are compared on what the network predicts, not on its weights
     assert res.info["diagnostic_sites"] == ["log_joint", "f_probe"]
