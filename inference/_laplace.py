@@ -11,7 +11,7 @@ from bayeskit.models._numerics import robust_cholesky
 
 from ._errors import ConvergenceError
 from ._optimize import GTOL, lbfgs
-from ._program import bind, posterior_groups, require_numpyro
+from ._program import as_seed, bind, detect_backend, posterior_groups
 from ._result import Result
 from ._validation import check_positive_int
 
@@ -49,14 +49,23 @@ def laplace(
     ``info`` with ``n_iter``, ``jitter``, ``hessian_positive_definite``,
     ``log_density_at_mode``.
 
+    A Pyro program (detected, or ``backend="pyro"``) goes through the same maths on
+    Pyro's potential, with torch's L-BFGS and Hessian; ``rng_key`` is then an ``int``
+    seed (:mod:`._pyro_door`).
+
     Example
     -------
     >>> res = laplace(model, X, y=y, num_samples=2000)    # doctest: +SKIP
     >>> diagnose(res)                                      # doctest: +SKIP
     """
-    require_numpyro(model, backend, "laplace")
     num_samples = check_positive_int("num_samples", num_samples)
     max_iter = check_positive_int("max_iter", max_iter)
+    if detect_backend(model, backend) == "pyro":
+        from . import _pyro_door  # torch is imported only once a Pyro program arrives
+
+        return _pyro_door.laplace(
+            model, args, kwargs, num_samples=num_samples, seed=as_seed(rng_key), max_iter=max_iter, progress=progress
+        )
     init_key, draw_key = jax.random.split(as_key(rng_key))
     program = bind(model, args, kwargs, rng_key=init_key, routine="laplace")
     found = lbfgs(program.potential, program.init_position, max_iter=max_iter, progress=progress, desc="laplace")

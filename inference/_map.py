@@ -5,7 +5,7 @@ import numpy as np
 from bayeskit.models._keys import as_key
 
 from ._optimize import lbfgs
-from ._program import bind, require_numpyro
+from ._program import as_seed, bind, detect_backend
 from ._result import Result
 from ._validation import check_positive_int
 
@@ -25,13 +25,19 @@ def map_estimate(
     ``trace["loss"]`` (negative log joint per iteration) and ``info`` with
     ``n_iter`` and ``log_joint``.
 
+    A Pyro program (detected, or ``backend="pyro"``) is optimised the same way with
+    torch's L-BFGS; ``rng_key`` is then an ``int`` seed (:mod:`._pyro_door`).
+
     Example
     -------
     >>> res = map_estimate(model, X, y=y)            # doctest: +SKIP
     >>> res.params["w"]                              # doctest: +SKIP
     """
-    require_numpyro(model, backend, "map_estimate")
     max_iter = check_positive_int("max_iter", max_iter)
+    if detect_backend(model, backend) == "pyro":
+        from . import _pyro_door  # torch is imported only once a Pyro program arrives
+
+        return _pyro_door.map_estimate(model, args, kwargs, seed=as_seed(rng_key), max_iter=max_iter, progress=progress)
     program = bind(model, args, kwargs, rng_key=as_key(rng_key), routine="map_estimate")
     found = lbfgs(
         program.neg_log_joint, program.init_position, max_iter=max_iter, progress=progress, desc="map_estimate"

@@ -8,7 +8,7 @@ from numpyro.infer import MCMC, NUTS
 from bayeskit.models._keys import as_key
 
 from ._checks import R_HAT_MAX
-from ._program import bind, merge_chains, posterior_groups, require_numpyro
+from ._program import as_seed, bind, detect_backend, merge_chains, posterior_groups
 from ._result import Result
 from ._validation import check_choice, check_positive_int, check_probability
 
@@ -49,14 +49,39 @@ def nuts(
     ``step_size``); ``info`` has ``num_divergences``, ``max_split_r_hat`` and
     ``converged_per_chain`` (no divergent transition in that chain). ``converged``
     is all of those flags and, with two or more chains, split R-hat below 1.01.
+
+    A Pyro program (detected, or ``backend="pyro"``) is sampled by Pyro's ``NUTS``
+    kernel and ``MCMC``, chains one after another (``chain_method="sequential"``
+    only); ``rng_key`` is then an ``int`` seed, and ``sample_stats`` has
+    ``diverging``, ``acceptance_rate``, ``step_size`` and ``lp`` (:mod:`._pyro_door`).
     """
-    require_numpyro(model, backend, "nuts")
     num_warmup = check_positive_int("num_warmup", num_warmup, allow_zero=True)
     num_samples = check_positive_int("num_samples", num_samples)
     num_chains = check_positive_int("num_chains", num_chains)
     max_tree_depth = check_positive_int("max_tree_depth", max_tree_depth)
     target_accept = check_probability("target_accept", target_accept)
     chain_method = check_choice("chain_method", chain_method, ("sequential", "parallel", "vectorized"))
+    if detect_backend(model, backend) == "pyro":
+        if chain_method != "sequential":
+            raise ValueError(
+                "a Pyro program's chains run one after another: chain_method must be 'sequential', "
+                f"got {chain_method!r}"
+            )
+        from . import _pyro_door  # torch is imported only once a Pyro program arrives
+
+        return _pyro_door.nuts(
+            model,
+            args,
+            kwargs,
+            num_warmup=num_warmup,
+            num_samples=num_samples,
+            num_chains=num_chains,
+            seed=as_seed(rng_key),
+            target_accept=target_accept,
+            dense_mass=bool(dense_mass),
+            max_tree_depth=max_tree_depth,
+            progress=progress,
+        )
     init_key, run_key = jax.random.split(as_key(rng_key))
     program = bind(model, args, kwargs, rng_key=init_key, routine="nuts")
 

@@ -6,9 +6,11 @@ checked, and it is given a flat unconstrained parameterisation (``ravel_pytree``
 over NumPyro's own bijections) with the densities the routines need.
 """
 
+import inspect
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from numbers import Integral
 
 import jax
 import jax.numpy as jnp
@@ -23,32 +25,70 @@ from ._validation import check_choice
 BACKENDS = ("numpyro", "pyro")
 
 
+def as_seed(rng_key) -> int:
+    """Torch routines take an ``int`` seed (a JAX key has no meaning to torch)."""
+    if isinstance(rng_key, bool | np.bool_) or not isinstance(rng_key, Integral):
+        raise TypeError(f"rng_key must be an int seed for a Pyro program, got {type(rng_key).__name__} {rng_key!r}")
+    return int(rng_key)
+
+
 def detect_backend(model, backend: str | None) -> str:
-    """Which PPL ``model`` is written in: torch modules and functions that name
-    ``pyro`` (but not ``numpyro``) are Pyro; everything else is taken to be NumPyro,
-    and ``backend=`` settles any doubt."""
+    """Which PPL ``model`` is written in: ``"numpyro"`` or ``"pyro"``.
+
+    Torch modules (a ``PyroModule``) are Pyro. For a function, the globals and closure
+    variables it names are looked up: one that belongs to ``numpyro`` makes it NumPyro,
+    else one that belongs to ``pyro`` or ``torch`` (the ``pyro`` module, ``pyro.sample``
+    imported by name, a ``PyroModule`` it calls) makes it Pyro; failing both, a function
+    that names ``pyro`` (but not ``numpyro``) is Pyro, and anything else NumPyro.
+    ``backend=`` settles any doubt.
+    """
     if backend is not None:
         return check_choice("backend", backend, BACKENDS)
-    module = type(model).__module__ or ""
+    if _root(type(model).__module__) in ("pyro", "torch") or _is_torch_module(model):
+        return "pyro"
     code = getattr(model, "__code__", None)
-    names = (*code.co_names, *code.co_freevars) if code is not None else ()
-    if module.split(".")[0] in ("pyro", "torch") or _is_torch_module(model):
+    if code is None:
+        return "numpyro"
+    roots = {_origin(value) for value in _referenced(model, code)}
+    if "numpyro" in roots:
+        return "numpyro"
+    if roots & {"pyro", "torch"}:
         return "pyro"
-    if "pyro" in names and "numpyro" not in names:
+    names = (*code.co_names, *code.co_freevars)
+    return "pyro" if "pyro" in names and "numpyro" not in names else "numpyro"
+
+
+def _root(module_name) -> str:
+    return module_name.split(".")[0] if isinstance(module_name, str) else ""
+
+
+def _referenced(function, code) -> list:
+    """The objects a function's global and closure names refer to (those that resolve)."""
+    namespace = getattr(function, "__globals__", {})
+    found = [namespace[name] for name in code.co_names if name in namespace]
+    for cell in getattr(function, "__closure__", None) or ():
+        try:
+            found.append(cell.cell_contents)
+        except ValueError:  # a cell not filled yet
+            continue
+    return found
+
+
+def _origin(value) -> str:
+    """The top-level package an object comes from: a module's own name, else the
+    module its class or function was defined in ("" for plain data)."""
+    if inspect.ismodule(value):
+        return _root(value.__name__)
+    if _is_torch_module(value):
         return "pyro"
-    return "numpyro"
+    if callable(value):
+        return _root(getattr(value, "__module__", ""))
+    return ""
 
 
 def _is_torch_module(model) -> bool:
     torch = sys.modules.get("torch")  # never import torch just to ask
     return torch is not None and isinstance(model, torch.nn.Module)
-
-
-def require_numpyro(model, backend: str | None, routine: str) -> None:
-    if detect_backend(model, backend) == "pyro":
-        raise NotImplementedError(
-            f"{routine} does not take Pyro programs yet; write the model with numpyro.sample or pass a NumPyro program"
-        )
 
 
 @dataclass(frozen=True)

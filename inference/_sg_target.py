@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import pyro
 import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
@@ -182,8 +181,3 @@ def _is_identity(transform) -> bool:
 def _is_density_site(site) -> bool:
     """A sample site that contributes to the density (not a plate's subsample site)."""
     return site["type"] == "sample" and not site_is_subsample(site) and not site["infer"].get("is_auxiliary")
-
-
-def pyro_scope():
-    """Pyro's parameter store, used only inside a scope of our own."""
-    return pyro.get_param_store().scope()

@@ -36,9 +36,10 @@ from ._checks import R_HAT_MAX, plateaued
 from ._driver import run_python
 from ._errors import ConvergenceError
 from ._nuts import _max_split_r_hat
+from ._pyro_program import isolated
 from ._result import Result
 from ._schedules import RobbinsMonro, as_schedule
-from ._sg_target import Target, bind_target, pyro_scope
+from ._sg_target import Target, bind_target
 from ._validation import check_choice, check_positive_float, check_positive_int
 
 DEFAULT_STEP_SIZE = RobbinsMonro(a=2.0, b=1000.0, gamma=0.55)  # 0.045 at t = 0, 0.018 at t = 5000
@@ -141,7 +142,7 @@ def robbins_monro(
     """
     num_steps = check_positive_int("num_steps", num_steps)
     setup = _setup(model, X, y, batch_size, step_size, preconditioner, plate, rng_key, "robbins_monro")
-    with torch.random.fork_rng(), pyro_scope():
+    with isolated(rng_key):
         target, X, y, schedule, generator = setup()
         step = SGStep(target, X, y, schedule, 0.0, preconditioner == "rmsprop", False, generator, num_steps, 1)
         state = init(target, generator, step.rmsprop)
@@ -219,7 +220,7 @@ def sgld(
     setup = _setup(model, X, y, batch_size, step_size, preconditioner, plate, rng_key, "sgld")
     num_steps = num_warmup + num_samples * thinning
     chains, traces, noise = [], [], []
-    with torch.random.fork_rng(), pyro_scope():
+    with isolated(rng_key):
         target, X, y, schedule, generator = setup()
         step = SGStep(
             target, X, y, schedule, temperature, preconditioner == "rmsprop", True, generator, num_warmup, thinning
@@ -276,7 +277,6 @@ def _setup(model, X, y, batch_size, step_size, preconditioner, plate, rng_key, r
 
     def bind():
         generator = torch.Generator().manual_seed(rng_key)
-        torch.manual_seed(rng_key)  # inside the fork: Pyro draws from the global RNG while tracing
         target = bind_target(model, X, y, plate=plate, routine=routine)
         return target, X, y, schedule, generator
 

@@ -34,7 +34,7 @@ from . import _driver
 from ._checks import plateaued
 from ._errors import ConvergenceError
 from ._optimize import lbfgs
-from ._program import Program, bind, posterior_groups, require_numpyro
+from ._program import Program, as_seed, bind, detect_backend, posterior_groups
 from ._result import Result
 from ._validation import check_choice, check_positive_float, check_positive_int
 
@@ -116,15 +116,16 @@ def svi(
     ----------
     guide : {"normal", "mvn", "lowrank", "delta"} or callable
         Diagonal, full-rank or low-rank-plus-diagonal Gaussian over the unconstrained
-        latent vector; a point mass (the MAP, fitted by SGD); or a NumPyro guide
-        program taking the model's arguments.
+        latent vector; a point mass (the MAP, fitted by SGD); or a guide program
+        (NumPyro or Pyro, as the model) taking the model's arguments.
     num_steps : int
         Optimisation steps, all of them taken.
     learning_rate : float
         First step size of the default schedule (module docstring).
     optimizer : optax.GradientTransformation, optional
         Replaces the default ``optax.adam(schedule)`` (``learning_rate`` is then not
-        used); iterate averaging over the second half still applies.
+        used); iterate averaging over the second half still applies. For a Pyro
+        program, a callable ``params -> torch.optim.Optimizer`` instead.
     rank : int, optional
         Rank of the ``lowrank`` family (only); default ``ceil(sqrt(dim))``.
 
@@ -139,8 +140,13 @@ def svi(
     ``info["guide_params"]`` (the fitted raw parameters).
     ``converged`` is True when the ELBO has plateaued: the mean of its last tenth
     differs from the tenth before by less than three standard errors.
+
+    A Pyro program (detected, or ``backend="pyro"``) is fitted the same way with
+    Pyro's autoguides (``AutoDiagonalNormal``, ``AutoMultivariateNormal``,
+    ``AutoLowRankMultivariateNormal``, ``AutoDelta``) and ``Trace_ELBO``, by torch's
+    Adam under the same schedule; ``rng_key`` is then an ``int`` seed
+    (:mod:`._pyro_door`).
     """
-    require_numpyro(model, backend, "svi")
     num_steps = check_positive_int("num_steps", num_steps)
     num_samples = check_positive_int("num_samples", num_samples)
     num_particles = check_positive_int("num_particles", num_particles)
@@ -149,12 +155,29 @@ def svi(
         check_choice("guide", guide, GUIDES)
     elif not callable(guide):
         raise TypeError(f"guide must be one of {GUIDES} or a callable, got {type(guide).__name__}")
-    if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
-        raise TypeError(f"optimizer must be an optax.GradientTransformation, got {optimizer!r}")
     if rank is not None and guide != "lowrank":
         raise ValueError(f"rank applies to guide='lowrank' only; got rank={rank} with guide={guide!r}")
     if guide == "delta" and num_particles != 1:
         raise ValueError(f"a delta guide has nothing to average over particles; got num_particles={num_particles}")
+    if detect_backend(model, backend) == "pyro":
+        from . import _pyro_door  # torch is imported only once a Pyro program arrives
+
+        return _pyro_door.svi(
+            model,
+            args,
+            kwargs,
+            guide=guide,
+            num_steps=num_steps,
+            learning_rate=learning_rate,
+            num_samples=num_samples,
+            num_particles=num_particles,
+            optimizer=optimizer,
+            rank=None if rank is None else check_positive_int("rank", rank),
+            seed=as_seed(rng_key),
+            progress=progress,
+        )
+    if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(f"optimizer must be an optax.GradientTransformation, got {optimizer!r}")
     optimizer = optimizer or optax.adam(default_schedule(learning_rate, num_steps))
 
     init_key, fit_key, draw_key = jax.random.split(as_key(rng_key), 3)
