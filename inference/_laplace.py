@@ -72,7 +72,6 @@ def laplace(
     mode, hessian, newton_steps = _newton_polish(program.potential, found.x)
     potential_at_mode = float(program.potential(mode))
     grad_norm = float(jnp.linalg.norm(jax.grad(program.potential)(mode)))
-    converged = grad_norm < GTOL * max(1.0, abs(potential_at_mode))
     if not np.isfinite(potential_at_mode):
         raise ConvergenceError(
             f"laplace: the log density is not finite at the mode found by L-BFGS after {found.n_iter} iterations"
@@ -91,32 +90,53 @@ def laplace(
     )
     log_p = -jax.vmap(program.potential)(positions)
 
+    return laplace_result(
+        model,
+        {k: np.asarray(v) for k, v in program.constrain(mode).items()},
+        found,
+        newton_steps=newton_steps,
+        grad_norm=grad_norm,
+        jitter=float(jitter),
+        potential_at_mode=potential_at_mode,
+        latent_sites=list(program.latent_shapes),
+        log_ratio=(np.asarray(log_p), np.asarray(log_q)),
+        groups=posterior_groups(program, program.constrain_batch(positions), num_chains=1),
+    )
+
+
+def laplace_result(
+    model, params, found, *, newton_steps, grad_norm, jitter, potential_at_mode, latent_sites, log_ratio, groups
+) -> Result:
+    """The Result of a Laplace approximation, shared by both backends; ``log_ratio`` is
+    ``(log p, log q)`` of the draws."""
+    converged = grad_norm < GTOL * max(1.0, abs(potential_at_mode))
     info = {
         "n_iter": found.n_iter,
         "newton_steps": newton_steps,
         "grad_norm": grad_norm,
-        "jitter": float(jitter),
-        "hessian_positive_definite": float(jitter) == 0.0,
+        "jitter": jitter,
+        "hessian_positive_definite": jitter == 0.0,
         "log_density_at_mode": -potential_at_mode,
-        "latent_sites": list(program.latent_shapes),
+        "latent_sites": latent_sites,
         "warnings": [],
     }
-    if float(jitter) > 0:
+    if jitter > 0:
         info["warnings"].append(
-            f"the Hessian at the mode is not positive definite; jitter {float(jitter):.3g} "
+            f"the Hessian at the mode is not positive definite; jitter {jitter:.3g} "
             "was added to its diagonal, so the covariance is (H + jitter I)^-1"
         )
     if not converged:
         info["warnings"].append(f"the gradient norm at the returned mode is {grad_norm:.3g}")
+    log_p, log_q = log_ratio
     return Result(
         method="laplace",
         model=model,
-        params={k: np.asarray(v) for k, v in program.constrain(mode).items()},
+        params=params,
         trace={"loss": found.trace},
-        converged=converged,
+        converged=bool(converged),
         info=info,
-        sample_stats={"log_p": np.asarray(log_p)[None], "log_q": np.asarray(log_q)[None]},
-        **posterior_groups(program, program.constrain_batch(positions), num_chains=1),
+        sample_stats={"log_p": log_p[None], "log_q": log_q[None]},
+        **groups,
     )
 
 

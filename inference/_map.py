@@ -42,11 +42,17 @@ def map_estimate(
     found = lbfgs(
         program.neg_log_joint, program.init_position, max_iter=max_iter, progress=progress, desc="map_estimate"
     )
+    params = {k: np.asarray(v) for k, v in program.constrain(found.x).items()}
+    return map_result(model, params, found, list(program.latent_shapes), dict(program.observed))
+
+
+def map_result(model, params: dict, found, latent_sites: list, observed: dict) -> Result:
+    """The Result of an L-BFGS search for the mode, shared by both backends."""
     info = {
         "n_iter": found.n_iter,
         "log_joint": -found.value,
         "grad_norm": found.grad_norm,
-        "latent_sites": list(program.latent_shapes),
+        "latent_sites": latent_sites,
         "warnings": [],
     }
     if not found.converged:
@@ -57,9 +63,9 @@ def map_estimate(
     return Result(
         method="map",
         model=model,
-        params={k: np.asarray(v) for k, v in program.constrain(found.x).items()},
+        params=params,
         trace={"loss": found.trace},
         converged=found.converged,
         info=info,
-        observed_data=dict(program.observed),
+        observed_data=observed,
     )

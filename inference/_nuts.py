@@ -102,9 +102,22 @@ def nuts(
     extra = mcmc.get_extra_fields(group_by_chain=True)
     stats = {ours: np.asarray(extra[theirs]) for theirs, ours in _STATS.items()}
     stats["lp"] = -stats["lp"]
-    divergences = int(stats["diverging"].sum())
+    return nuts_result(
+        model,
+        stats,
+        posterior_groups(program, flat, num_chains=num_chains),
+        names=names,
+        num_warmup=num_warmup,
+        latent_sites=list(program.latent_shapes),
+    )
+
+
+def nuts_result(model, stats: dict, groups: dict, *, names: list, num_warmup: int, latent_sites: list) -> Result:
+    """The Result of NUTS chains, shared by both backends: ``stats`` and ``groups["draws"]``
+    are ``(chain, draw, ...)``; ``names`` are the sites whose R-hat decides ``converged``."""
+    num_chains, num_samples = stats["diverging"].shape
     per_chain = [bool(flag) for flag in ~stats["diverging"].any(axis=1)]
-    r_hat = _max_split_r_hat(grouped, names) if num_chains > 1 else float("nan")
+    r_hat = _max_split_r_hat(groups["draws"], names) if num_chains > 1 else float("nan")
     return Result(
         method="nuts",
         model=model,
@@ -113,14 +126,14 @@ def nuts(
             "n_iter": num_warmup + num_samples,
             "converged_per_chain": per_chain,
             "max_split_r_hat": r_hat,
-            "num_divergences": divergences,
+            "num_divergences": int(stats["diverging"].sum()),
             "num_warmup": num_warmup,
             "num_chains": num_chains,
             "mean_acceptance_rate": float(stats["acceptance_rate"].mean()),
-            "latent_sites": list(program.latent_shapes),
+            "latent_sites": latent_sites,
         },
         sample_stats=stats,
-        **posterior_groups(program, flat, num_chains=num_chains),
+        **groups,
     )
 
 

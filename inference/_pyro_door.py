@@ -25,10 +25,11 @@ from pyro.infer.autoguide.initialization import init_to_value
 from pyro.poutine.util import site_is_subsample
 
 from . import _driver
-from ._checks import R_HAT_MAX, plateaued
+from ._checks import plateaued
 from ._errors import ConvergenceError
-from ._nuts import _max_split_r_hat
-from ._optimize import GTOL
+from ._laplace import laplace_result
+from ._map import map_result
+from ._nuts import nuts_result
 from ._program import merge_chains, split_chains
 from ._pyro_program import Optimum, PyroProgram, bind, isolated, lbfgs, robust_cholesky, to_numpy, value_and_grad
 from ._result import Result
@@ -53,27 +54,7 @@ def map_estimate(model, args: tuple, kwargs: dict, *, seed: int, max_iter: int, 
         _check_finite(found, "map_estimate")
         with torch.no_grad():
             params = program.point(program.constrain(found.x))
-    info = {
-        "n_iter": found.n_iter,
-        "log_joint": -found.value,
-        "grad_norm": found.grad_norm,
-        "latent_sites": list(program.latent_shapes),
-        "warnings": [],
-    }
-    if not found.converged:
-        info["warnings"].append(
-            f"L-BFGS stopped with gradient norm {found.grad_norm:.3g}; the density may be unbounded "
-            "(a funnel) or the mode on the boundary"
-        )
-    return Result(
-        method="map",
-        model=model,
-        params=params,
-        trace={"loss": found.trace},
-        converged=found.converged,
-        info=info,
-        observed_data=dict(program.observed),
-    )
+    return map_result(model, params, found, list(program.latent_shapes), dict(program.observed))
 
 
 def laplace(model, args: tuple, kwargs: dict, *, num_samples: int, seed: int, max_iter: int, progress: bool) -> Result:
@@ -86,7 +67,6 @@ def laplace(model, args: tuple, kwargs: dict, *, num_samples: int, seed: int, ma
         mode, hessian, newton_steps = _newton_polish(program.potential, found.x)
         value, grad = value_and_grad(program.potential, mode)
         potential_at_mode, grad_norm = float(value), float(torch.linalg.norm(grad))
-        converged = grad_norm < GTOL * max(1.0, abs(potential_at_mode))
         factor, jitter = robust_cholesky(hessian)
         if factor is None:
             raise ConvergenceError(
@@ -106,32 +86,17 @@ def laplace(model, args: tuple, kwargs: dict, *, num_samples: int, seed: int, ma
             params = program.point(program.constrain(mode))
         groups = program.posterior_groups(program.constrain_batch(positions), num_chains=1)
 
-    info = {
-        "n_iter": found.n_iter,
-        "newton_steps": newton_steps,
-        "grad_norm": grad_norm,
-        "jitter": float(jitter),
-        "hessian_positive_definite": jitter == 0.0,
-        "log_density_at_mode": -potential_at_mode,
-        "latent_sites": list(program.latent_shapes),
-        "warnings": [],
-    }
-    if jitter > 0:
-        info["warnings"].append(
-            f"the Hessian at the mode is not positive definite; jitter {jitter:.3g} "
-            "was added to its diagonal, so the covariance is (H + jitter I)^-1"
-        )
-    if not converged:
-        info["warnings"].append(f"the gradient norm at the returned mode is {grad_norm:.3g}")
-    return Result(
-        method="laplace",
-        model=model,
-        params=params,
-        trace={"loss": found.trace},
-        converged=bool(converged),
-        info=info,
-        sample_stats={"log_p": to_numpy(log_p)[None], "log_q": to_numpy(log_q)[None]},
-        **groups,
+    return laplace_result(
+        model,
+        params,
+        found,
+        newton_steps=newton_steps,
+        grad_norm=grad_norm,
+        jitter=float(jitter),
+        potential_at_mode=potential_at_mode,
+        latent_sites=list(program.latent_shapes),
+        log_ratio=(to_numpy(log_p), to_numpy(log_q)),
+        groups=groups,
     )
 
 
@@ -388,26 +353,9 @@ def nuts(
         grouped = {name: np.stack([draws[name] for draws, _ in runs]) for name in program.latent_shapes}
         groups = program.posterior_groups(merge_chains(grouped), num_chains=num_chains)
     stats = {key: np.stack([chain_stats[key] for _, chain_stats in runs]) for key in runs[0][1]}
-    divergences = int(stats["diverging"].sum())
-    per_chain = [bool(flag) for flag in ~stats["diverging"].any(axis=1)]
     names = list(program.latent_shapes) + list(program.deterministic_names)
-    r_hat = _max_split_r_hat(groups["draws"], names) if num_chains > 1 else float("nan")
-    return Result(
-        method="nuts",
-        model=model,
-        converged=all(per_chain) and not r_hat >= R_HAT_MAX,
-        info={
-            "n_iter": num_warmup + num_samples,
-            "converged_per_chain": per_chain,
-            "max_split_r_hat": r_hat,
-            "num_divergences": divergences,
-            "num_warmup": num_warmup,
-            "num_chains": num_chains,
-            "mean_acceptance_rate": float(stats["acceptance_rate"].mean()),
-            "latent_sites": list(program.latent_shapes),
-        },
-        sample_stats=stats,
-        **groups,
+    return nuts_result(
+        model, stats, groups, names=names, num_warmup=num_warmup, latent_sites=list(program.latent_shapes)
     )
 
 
