@@ -153,15 +153,7 @@ def bind(model, args: tuple, kwargs: dict, *, rng_key, routine: str) -> Program:
             observed[name] = _finite_observation(name, site["value"])
         else:
             latent[name] = site
-    if not latent:
-        hint = "" if observed else " (if it is a Pyro program, pass backend='pyro')"
-        raise ValueError(f"{routine} needs a model with latent sample sites; this one has none{hint}")
-    discrete = [name for name, site in latent.items() if site["fn"].support.is_discrete]
-    if discrete:
-        raise ValueError(
-            f"{routine} handles continuous latent sites only; {discrete} are discrete. "
-            "Marginalise them out in the model (e.g. with a mixture distribution)"
-        )
+    check_latent_sites(latent, observed, routine, other_backend="Pyro")
     try:
         info = initialize_model(rng_key, model, model_args=args, model_kwargs=kwargs)
     except RuntimeError as exc:
@@ -183,6 +175,19 @@ def bind(model, args: tuple, kwargs: dict, *, rng_key, routine: str) -> Program:
         _potential_fn=info.potential_fn,
         _postprocess_fn=info.postprocess_fn,
     )
+
+
+def check_latent_sites(latent: dict, observed: dict, routine: str, *, other_backend: str) -> None:
+    """A program the generic routines can take has continuous latent sites (either PPL)."""
+    if not latent:
+        hint = "" if observed else f" (if it is a {other_backend} program, pass backend={other_backend.lower()!r})"
+        raise ValueError(f"{routine} needs a model with latent sample sites; this one has none{hint}")
+    discrete = [name for name, site in latent.items() if site["fn"].support.is_discrete]
+    if discrete:
+        raise ValueError(
+            f"{routine} handles continuous latent sites only; {discrete} are discrete. "
+            "Marginalise them out in the model (e.g. with a mixture distribution)"
+        )
 
 
 def _trace(model, args, kwargs, rng_key):

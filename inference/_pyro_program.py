@@ -26,7 +26,7 @@ from pyro.poutine.util import site_is_subsample
 from tqdm.auto import tqdm
 
 from ._optimize import GTOL
-from ._program import split_chains
+from ._program import check_latent_sites, split_chains
 
 
 @contextmanager
@@ -176,15 +176,7 @@ def bind(model, args: tuple, kwargs: dict, *, routine: str) -> PyroProgram:
             observed[name] = _finite_observation(name, site["value"])
         else:
             latent[name] = site
-    if not latent:
-        hint = "" if observed else " (if it is a NumPyro program, pass backend='numpyro')"
-        raise ValueError(f"{routine} needs a model with latent sample sites; this one has none{hint}")
-    discrete = [name for name, site in latent.items() if site["fn"].support.is_discrete]
-    if discrete:
-        raise ValueError(
-            f"{routine} handles continuous latent sites only; {discrete} are discrete. "
-            "Marginalise them out in the model (e.g. with a mixture distribution)"
-        )
+    check_latent_sites(latent, observed, routine, other_backend="NumPyro")
     try:
         init, potential_fn, transforms, _ = initialize_model(model, model_args=args, model_kwargs=kwargs)
     except (RuntimeError, ValueError) as exc:
