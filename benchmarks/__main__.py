@@ -2,7 +2,7 @@
 
 import sys
 
-from . import gaussian_processes, generic_routines, glm, graphs, mixtures
+from . import bnn, gaussian_processes, generic_routines, glm, graphs, mixtures
 
 BENCHMARKS = {
     "generic_routines": generic_routines.main,
@@ -10,6 +10,7 @@ BENCHMARKS = {
     "gaussian_processes": gaussian_processes.main,
     "glm": glm.main,
     "graphs": graphs.main,
+    "bnn": bnn.main,
 }
 
 

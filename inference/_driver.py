@@ -181,7 +181,7 @@ def run_python(
     failed = False
     for item in tqdm(items, total=total, desc=desc, disable=not progress, delay=1.0, leave=False):
         new_state, info = step(state, item)
-        info = jax.device_get(info)
+        info = {key: np.asarray(value) for key, value in info.items()}  # JAX arrays, tensors or floats
         if not np.all(np.isfinite(info[objective])):
             failed = True
             break

@@ -1,7 +1,8 @@
 """Step-size schedules for stochastic approximation, shared by online EM and SGD/SGLD."""
 
-import math
 from dataclasses import asdict, dataclass
+
+import numpy as np
 
 from ._validation import check_positive_float, check_positive_int
 
@@ -79,7 +80,7 @@ class Cyclical:
         check_positive_int("cycle_length", self.cycle_length)
 
     def __call__(self, t):
-        return 0.5 * self.a * (math.cos(math.pi * (t % self.cycle_length) / self.cycle_length) + 1.0)
+        return 0.5 * self.a * (np.cos(np.pi * (np.asarray(t) % self.cycle_length) / self.cycle_length) + 1.0)
 
     def to_dict(self) -> dict:
         return {"schedule": "cyclical", **asdict(self)}

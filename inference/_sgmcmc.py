@@ -348,7 +348,7 @@ def _gradient_noise_ratio(step: SGStep, state: SGState, batch_size: int, t: int)
 
     Per coordinate, ``eta^2 Var(g_bar) / (2 eta T / N)`` with ``Var(g_bar)`` over a
     few fresh minibatches (times the RMSprop diagonal when preconditioned); the
-    90th percentile over coordinates. Above 1 the chain is wider than the posterior
+    90th percentile over the coordinates whose gradient varies at all. Above 1 the chain is wider than the posterior
     (Welling & Teh 2011, section 4).
     """
     target, num_data = step.target, step.target.num_data
@@ -363,7 +363,9 @@ def _gradient_noise_ratio(step: SGStep, state: SGState, batch_size: int, t: int)
         variance = variance / (_RMSPROP_EPS + state.square_avg.sqrt())
     eta = float(step.schedule(t))
     ratio = eta * num_data * variance / (2 * step.temperature)
-    return float(torch.quantile(ratio.double(), 0.9))
+    # coordinates with no gradient at all (a dead unit) say nothing about the noise
+    moving = ratio[variance > 0]
+    return float(torch.quantile(moving.double(), 0.9)) if moving.numel() else math.nan
 
 
 def _info(schedule, num_steps, batch_size, preconditioner, target) -> dict:

@@ -3,7 +3,8 @@
 ``python -m bayeskit.inference tour`` (what ``make demo`` runs) writes
 ``reports/<pair>.html`` and ``reports/index.html``. Each entry of ``TOUR`` is a
 pair name, a one-line description, and a function of ``quick`` (smaller settings
-for CI) returning the Result to diagnose.
+for CI) returning the Result to diagnose, or the Result and reference draws to
+judge it against.
 """
 
 import dataclasses
@@ -235,10 +236,50 @@ TOUR += [
     ),
     Stop(
         "digits_bnn_sgld",
-        "Bayesian MLP classifier (64-50-10) of the 8x8 digits by SGLD, 4 chains",
+        "Bayesian MLP classifier (64-50-10, prior scale 3) of the 8x8 digits by SGLD, 4 chains",
         lambda quick: _bnn_sgld(
-            _digits, dict(in_features=64, hidden=(50,), out_features=10, likelihood="categorical"), quick
+            _digits,
+            dict(in_features=64, hidden=(50,), out_features=10, likelihood="categorical", prior_scale=3.0),
+            quick,
         ),
+    ),
+]
+
+
+def _ring(n: int, seed: int) -> np.ndarray:
+    """The 8-Gaussian ring: radius 4, component sd 0.5."""
+    rng = np.random.default_rng(seed)
+    angle = 2 * np.pi * rng.integers(0, 8, n) / 8
+    return np.c_[4.0 * np.cos(angle), 4.0 * np.sin(angle)] + 0.5 * rng.normal(size=(n, 2))
+
+
+def _diffusion(data, held_out, dim, num_steps, net=None):
+    """Train a diffusion model, draw by DDIM-50, and judge the draws against held-out data."""
+    from bayeskit.models import DiffusionModel
+
+    from ._diffusion import sample, train_score_model
+
+    trained = train_score_model(DiffusionModel(dim, net=net), data, num_steps=num_steps, progress=False).model
+    return sample(trained, num_samples=len(held_out), method="ddim", num_steps=50, progress=False), held_out
+
+
+def _digits_diffusion(quick):
+    from bayeskit.models._diffusion import ConvDenoiser
+
+    images = _digits()[0]
+    return _diffusion(images[:1500], images[1500:], 64, 2000 if quick else 10_000, net=ConvDenoiser((8, 8)))
+
+
+TOUR += [
+    Stop(
+        "ring_diffusion_ddim",
+        "diffusion model (MLP 3x128, cosine schedule) trained on an 8-Gaussian ring, DDIM-50 against held-out data",
+        lambda quick: _diffusion(_ring(20_000, 0), _ring(2000, 1), 2, 1500 if quick else 5000),
+    ),
+    Stop(
+        "digits_diffusion_ddim",
+        "diffusion model (small conv net) trained on 1,500 8x8 digits, DDIM-50 against the 297 held out",
+        _digits_diffusion,
     ),
 ]
 
@@ -252,7 +293,9 @@ def run_tour(out_dir="reports", *, quick: bool = False, only: str | None = None)
         if only and only not in stop.pair:
             continue
         start = time.perf_counter()
-        report = diagnose(stop.run(quick))
+        outcome = stop.run(quick)
+        res, reference = outcome if isinstance(outcome, tuple) else (outcome, None)
+        report = diagnose(res, reference=reference)
         seconds = time.perf_counter() - start
         report.to_html(out / f"{stop.pair}.html", title=f"{stop.pair}: {stop.description}")
         print(f"{stop.pair:<28} {'ok' if report.ok else 'flagged':<8} {seconds:6.1f}s  {stop.description}")

@@ -89,6 +89,7 @@ class BayesianMLP(PyroModule):
         if likelihood == "gaussian":
             self.sigma = PyroSample(dist.HalfNormal(NOISE_PRIOR_SCALE))
         # the Gaussian priors of log_joint, fixed once: it runs every step of SGD/SGLD
+        self._num_layers = len(sizes) - 1
         self._scales = {}
         for i, layer in enumerate(self.layers):
             self._scales[f"layers.{i}.weight"] = (
@@ -127,7 +128,7 @@ class BayesianMLP(PyroModule):
         the output is allowed."""
         h = X
         activation = ACTIVATIONS[self.activation]
-        for i in range(len(self.layers)):
+        for i in range(self._num_layers):
             weight, bias = values[f"layers.{i}.weight"], values[f"layers.{i}.bias"]
             if weight.ndim == 2:
                 h = torch.addmm(bias, h, weight.T)
@@ -135,7 +136,7 @@ class BayesianMLP(PyroModule):
                 h = torch.baddbmm(
                     bias.unsqueeze(-2), h.expand(weight.shape[0], *h.shape[-2:]), weight.transpose(-1, -2)
                 )
-            if i < len(self.layers) - 1:
+            if i < self._num_layers - 1:
                 h = activation(h)
         return h if self.likelihood == "categorical" or self.out_features > 1 else h.squeeze(-1)
 
@@ -178,9 +179,9 @@ class BayesianMLP(PyroModule):
         activation = ACTIVATIONS[self.activation]
         inputs, pre = [X], []
         h = X
-        for i in range(len(self.layers)):
+        for i in range(self._num_layers):
             h = torch.addmm(values[f"layers.{i}.bias"], h, values[f"layers.{i}.weight"].T)
-            if i < len(self.layers) - 1:
+            if i < self._num_layers - 1:
                 pre.append(h)
                 h = activation(h)
                 inputs.append(h)
@@ -190,7 +191,9 @@ class BayesianMLP(PyroModule):
         if self.likelihood == "gaussian":
             # scalar arithmetic in Python floats: a torch op on a 0-d tensor costs microseconds
             log_sigma = float(values["sigma"])
-            sigma = math.exp(log_sigma)
+            sigma = math.exp(log_sigma) if log_sigma < 700.0 else math.inf  # math.exp raises beyond 709
+            if not 0.0 < sigma < math.inf:  # a step too large: let the driver stop the run
+                return math.nan, {name: torch.full_like(v, math.nan) for name, v in values.items()}
             residual = y - f
             sse = float(torch.sum(residual**2))
             log_lik = -0.5 * sse / sigma**2 - y.numel() * (log_sigma + 0.5 * _LOG_2PI)
@@ -206,7 +209,7 @@ class BayesianMLP(PyroModule):
             delta = -torch.softmax(f, dim=-1)
             delta[torch.arange(len(y)), y] += 1.0
         delta = likelihood_scale * delta.reshape(h.shape)
-        for i in reversed(range(len(self.layers))):
+        for i in reversed(range(self._num_layers)):
             weight = values[f"layers.{i}.weight"]
             grads[f"layers.{i}.weight"] = delta.T @ inputs[i]
             grads[f"layers.{i}.bias"] = delta.sum(0)

@@ -165,6 +165,10 @@ def test_schedules():
         res = robbins_monro(linear_regression, X, y, num_steps=200, batch_size=50, step_size=step_size, progress=False)
         check = diagnose(res)["robbins_monro_conditions"]
         assert check.status == "warn" and kind in check.message
+    # SGLD evaluates the schedule at every kept step at once, as an array
+    res = sgld(linear_regression, X, y, num_samples=5, num_chains=1, thinning=2, num_warmup=5, batch_size=50,
+               step_size=cyclical, progress=False)  # fmt: skip
+    np.testing.assert_allclose(res.sample_stats["step_size"][0], [cyclical(t) for t in range(6, 15, 2)])
 
 
 def test_bad_input():
@@ -193,6 +197,9 @@ def test_nan_loss_stops_with_the_step():
     X, y = torch.as_tensor(rng.normal(size=(100, 2))), torch.as_tensor(100 * rng.normal(size=100))
     with pytest.raises(ConvergenceError, match=r"non-finite at step \d+ of 500"):
         robbins_monro(linear_regression, X, y, num_steps=500, batch_size=10, step_size=50.0, progress=False)
+    # the network's hand-written gradient too: a noise scale driven to zero stops the run
+    with pytest.raises(ConvergenceError, match=r"non-finite at step \d+ of 500"):
+        robbins_monro(BayesianMLP(2, (8,)), X, y / 100, num_steps=500, batch_size=10, step_size=50.0, progress=False)
 
 
 def test_minibatch_scaling_is_unbiased(regression):
