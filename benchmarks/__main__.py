@@ -2,7 +2,7 @@
 
 import sys
 
-from . import bnn, gaussian_processes, generic_routines, glm, graphs, mixtures
+from . import bnn, diffusion, gaussian_processes, generic_routines, glm, graphs, mixtures
 
 BENCHMARKS = {
     "generic_routines": generic_routines.main,
@@ -11,6 +11,7 @@ BENCHMARKS = {
     "glm": glm.main,
     "graphs": graphs.main,
     "bnn": bnn.main,
+    "diffusion": diffusion.main,
 }
 
 

@@ -4,7 +4,14 @@ import importlib
 
 from bayeskit.models import _config  # noqa: F401  (float64 in JAX unless BAYESKIT_X64=0)
 
-from . import _bp_checks, _glm_checks, _gp_checks, _mixture_checks, _sg_checks  # noqa: F401  (register their diagnostics)
+from . import (  # noqa: F401  (register their diagnostics)
+    _bp_checks,
+    _diffusion_checks,
+    _glm_checks,
+    _gp_checks,
+    _mixture_checks,
+    _sg_checks,
+)
 from ._bayes_opt import BayesOpt, bayes_opt
 from ._belief_propagation import belief_propagation
 from ._checks import Check, register_check
@@ -23,7 +30,13 @@ from ._svi import svi
 from ._time_rescaling import time_rescaling_test
 
 # the torch routines import torch and Pyro on first use, not with the package
-_TORCH_ROUTINES = {"robbins_monro": "._sgmcmc", "sgld": "._sgmcmc"}
+_TORCH_ROUTINES = {
+    "robbins_monro": "._sgmcmc",
+    "sgld": "._sgmcmc",
+    "train_score_model": "._diffusion",
+    "sample": "._diffusion",
+    "log_likelihood": "._diffusion",
+}
 
 
 def __getattr__(name):
@@ -47,6 +60,7 @@ __all__ = [
     "fit_glm",
     "fit_gp",
     "laplace",
+    "log_likelihood",
     "map_estimate",
     "nuts",
     "online_em",
@@ -54,8 +68,10 @@ __all__ = [
     "prior_predictive",
     "register_check",
     "robbins_monro",
+    "sample",
     "select_n_components",
     "sgld",
     "svi",
     "time_rescaling_test",
+    "train_score_model",
 ]

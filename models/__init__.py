@@ -13,7 +13,7 @@ from ._mixture import GaussianMixture
 from ._spikes import LNP, PopulationGLM, spike_triggered_average, spike_triggered_covariance
 
 # torch-native models import torch and Pyro on first use, not with the package
-_TORCH_MODELS = {"BayesianMLP": "._bnn"}
+_TORCH_MODELS = {"BayesianMLP": "._bnn", "DiffusionModel": "._diffusion"}
 
 
 def __getattr__(name):
@@ -24,6 +24,7 @@ def __getattr__(name):
 
 __all__ = [
     "BayesianMLP",
+    "DiffusionModel",
     "GLM",
     "LNP",
     "GaussianMixture",
