@@ -310,14 +310,12 @@ class DiffusionModel:
         if net is None:
             with torch.random.fork_rng():
                 torch.manual_seed(_DEFAULT_NET_SEED)
-                net = MLPDenoiser(self._dim, schedule=self._schedule)
+                net = MLPDenoiser(self._dim)
         elif not isinstance(net, nn.Module):
             raise TypeError(f"net must be a torch.nn.Module mapping (y, t) to eps, got {type(net).__name__}")
-        elif isinstance(net, MLPDenoiser | ConvDenoiser):
-            _check_default_net(net, self._dim, self._schedule)
         if not isinstance(normalize, bool):
             raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")
-        self._net = net.eval()
+        self._net = _owned(net, self._dim, self._schedule).eval()
         self._score_fn: ScoreFn | None = None
         self._normalize = normalize
         self._mean: np.ndarray | None = None
@@ -434,7 +432,7 @@ class DiffusionModel:
     def replace(self, *, net: nn.Module, mean: np.ndarray, std: np.ndarray) -> "DiffusionModel":
         """A copy holding ``net`` (not copied again) and the normalisation ``mean``, ``std``."""
         model = copy.copy(self)
-        model._net = net.eval()
+        model._net = _owned(net, self._dim, self._schedule).eval()
         model._mean, model._std = _frozen(mean), _frozen(std)
         return model
 
@@ -447,14 +445,13 @@ class DiffusionModel:
         )
 
 
-def _check_default_net(net: "MLPDenoiser | ConvDenoiser", dim: int, schedule: Schedule) -> None:
-    if net.dim != dim:
-        raise ValueError(f"net maps {net.dim}-dimensional points, the model has dim={dim}")
-    if net.precondition is not None and not net.precondition.matches(schedule):
-        raise ValueError(
-            f"net is preconditioned for another schedule than this model's {schedule!r}: "
-            "build it with the model's Schedule"
-        )
+def _owned(net: nn.Module, dim: int, schedule: Schedule) -> nn.Module:
+    """The network the model keeps: one of the default networks is checked and bound to the schedule."""
+    if isinstance(net, MLPDenoiser | ConvDenoiser):
+        if net.dim != dim:
+            raise ValueError(f"net maps {net.dim}-dimensional points, the model has dim={dim}")
+        return net.bound_to(schedule)
+    return net
 
 
 def _as_schedule(schedule, num_timesteps) -> Schedule:

@@ -1,8 +1,9 @@
 r"""Default noise-prediction networks for :class:`~bayeskit.models.DiffusionModel`.
 
 Both map ``(y, t)`` -- ``y`` of shape ``(n, dim)``, ``t`` of shape ``(n,)`` in
-:math:`(0, 1]` -- to :math:`\hat\varepsilon` of shape ``(n, dim)``. Given the schedule they
-are trained on, they write the prediction as
+:math:`(0, 1]` -- to :math:`\hat\varepsilon` of shape ``(n, dim)``. A
+:class:`~bayeskit.models.DiffusionModel` given one binds a copy of it to its schedule
+(:meth:`bound_to`), and the prediction is then
 
 .. math::
 
@@ -19,9 +20,11 @@ that starts there carries that error to the end (on the 8-Gaussian ring, a plain
 MLP trained for 3,000 steps gives DDPM-1000 draws at energy distance 0.003 from the
 data and DDIM-50 draws at 6.5; this one gives 0.003 and 0.0025). The training loss is
 still the :math:`\varepsilon` loss. The output layer starts at zero, so an untrained
-network is the exact model of standard normal data.
+network is the exact model of standard normal data. With ``precondition=False`` the
+network's output is :math:`\hat\varepsilon` itself.
 """
 
+import copy
 import math
 
 import torch
@@ -63,7 +66,36 @@ class _Preconditioning(nn.Module):
         return self.sigma[k, None].to(y.dtype) * y + self.alpha[k, None].to(y.dtype) * out
 
 
-class MLPDenoiser(nn.Module):
+class _Denoiser(nn.Module):
+    """What the default networks share: their dimension and the preconditioning of their output."""
+
+    def __init__(self, dim: int, precondition: bool):
+        super().__init__()
+        self.dim, self.precondition = dim, precondition
+        self.coefficients: _Preconditioning | None = None
+
+    def bound_to(self, schedule) -> "_Denoiser":
+        """A copy whose output is preconditioned with ``schedule``'s coefficients (itself if it
+        already is); a ValueError if it was bound to another schedule, whose network it is."""
+        if not self.precondition or (self.coefficients is not None and self.coefficients.matches(schedule)):
+            return self
+        if self.coefficients is not None:
+            raise ValueError(
+                f"net is preconditioned for another schedule than {schedule!r}: its weights are that schedule's"
+            )
+        bound = copy.deepcopy(self)
+        bound.coefficients = _Preconditioning(schedule)
+        return bound
+
+    def _output(self, y, t, out):
+        if not self.precondition:
+            return out
+        if self.coefficients is None:
+            raise RuntimeError("net is preconditioned by a schedule: use it in a DiffusionModel, or call bound_to")
+        return self.coefficients(y, t, out)
+
+
+class MLPDenoiser(_Denoiser):
     r"""A multilayer perceptron with a sinusoidal time embedding, SiLU activations.
 
     The first layer adds a linear map of ``y`` to one of the time features,
@@ -82,14 +114,13 @@ class MLPDenoiser(nn.Module):
         Number of hidden layers.
     embedding_size : int
         Number of sinusoidal time features.
-    schedule : Schedule, optional
-        With it, the output is preconditioned as in the module docstring; without
-        it, the network's output is :math:`\hat\varepsilon` itself.
+    precondition : bool
+        Precondition the output as in the module docstring.
     """
 
-    def __init__(self, dim: int, *, hidden: int = 128, depth: int = 3, embedding_size: int = 32, schedule=None):
-        super().__init__()
-        self.dim, self.embedding_size = dim, embedding_size
+    def __init__(self, dim: int, *, hidden: int = 128, depth: int = 3, embedding_size: int = 32, precondition=True):
+        super().__init__(dim, precondition)
+        self.embedding_size = embedding_size
         self.data = nn.Linear(dim, hidden)
         self.time = nn.Linear(embedding_size, hidden, bias=False)
         layers = []
@@ -99,12 +130,10 @@ class MLPDenoiser(nn.Module):
         self.head = nn.Linear(hidden, dim)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
-        self.precondition = None if schedule is None else _Preconditioning(schedule)
 
     def forward(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         h = nn.functional.silu(self.data(y) + self.time(sinusoidal_embedding(_distinct(t), self.embedding_size)))
-        out = self.head(self.body(h))
-        return out if self.precondition is None else self.precondition(y, t, out)
+        return self._output(y, t, self.head(self.body(h)))
 
 
 class _ResidualBlock(nn.Module):
@@ -120,7 +149,7 @@ class _ResidualBlock(nn.Module):
         return h + self.conv2(nn.functional.silu(self.norm2(out)))
 
 
-class ConvDenoiser(nn.Module):
+class ConvDenoiser(_Denoiser):
     r"""A small residual convolutional network for single-channel images, such as 8×8 digits.
 
     ``y`` of shape ``(n, height * width)`` is viewed as ``(n, 1, height, width)``; a
@@ -136,7 +165,7 @@ class ConvDenoiser(nn.Module):
         ``(height, width)``.
     channels, num_blocks, embedding_size : int
         Width, depth and number of sinusoidal time features.
-    schedule : Schedule, optional
+    precondition : bool
         Precondition the output as in the module docstring.
     """
 
@@ -147,11 +176,11 @@ class ConvDenoiser(nn.Module):
         channels: int = 32,
         num_blocks: int = 3,
         embedding_size: int = 32,
-        schedule=None,
+        precondition: bool = True,
     ):
-        super().__init__()
+        super().__init__(math.prod(image_shape), precondition)
         self.image_shape = tuple(image_shape)
-        self.dim, self.embedding_size = math.prod(self.image_shape), embedding_size
+        self.embedding_size = embedding_size
         self.time = nn.Sequential(nn.Linear(embedding_size, 4 * embedding_size), nn.SiLU())
         self.lift = nn.Conv2d(1, channels, 3, padding=1)
         self.blocks = nn.ModuleList(
@@ -161,12 +190,10 @@ class ConvDenoiser(nn.Module):
         self.project = nn.Conv2d(channels, 1, 3, padding=1)
         nn.init.zeros_(self.project.weight)
         nn.init.zeros_(self.project.bias)
-        self.precondition = None if schedule is None else _Preconditioning(schedule)
 
     def forward(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         e = self.time(sinusoidal_embedding(_distinct(t), self.embedding_size))
         h = self.lift(y.reshape(-1, 1, *self.image_shape))
         for block in self.blocks:
             h = block(h, e)
-        out = self.project(nn.functional.silu(self.norm(h))).reshape(y.shape)
-        return out if self.precondition is None else self.precondition(y, t, out)
+        return self._output(y, t, self.project(nn.functional.silu(self.norm(h))).reshape(y.shape))

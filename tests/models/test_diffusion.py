@@ -140,13 +140,16 @@ def test_from_score_converts_the_score_in_the_schedules_own_units():
             torch.testing.assert_close(model.predict_noise(y, k), float(model.schedule.sigma[k]) * y)
 
 
-def test_conv_denoiser_on_flattened_images():
-    schedule = Schedule.cosine(1000)
-    model = DiffusionModel(dim=64, schedule=schedule, net=ConvDenoiser((8, 8), schedule=schedule))
-    y = torch.randn(6, 64)
-    torch.testing.assert_close(model.predict_noise(y, 10), float(schedule.sigma[10]) * y)
-    out = ConvDenoiser((8, 8))(y, torch.full((6,), 0.5))
-    assert out.shape == (6, 64)
+def test_conv_denoiser_on_flattened_images_is_bound_to_the_models_schedule():
+    net = ConvDenoiser((8, 8))
+    model = DiffusionModel(dim=64, schedule="cosine", net=net)
+    y, t = torch.randn(6, 64), torch.full((6,), 0.5)
+    torch.testing.assert_close(model.predict_noise(y, 10), float(model.schedule.sigma[10]) * y)
+    # the model binds a copy: the network given stays unbound, and says so if used alone
+    assert model.net is not net and net.coefficients is None
+    with pytest.raises(RuntimeError, match="use it in a DiffusionModel, or call bound_to"):
+        net(y, t)
+    assert ConvDenoiser((8, 8), precondition=False)(y, t).shape == (6, 64)
 
 
 def test_normalisation_and_its_log_determinant():
@@ -170,7 +173,7 @@ def test_model_errors_name_the_argument():
     with pytest.raises(ValueError, match="net maps 64-dimensional points, the model has dim=2"):
         DiffusionModel(dim=2, net=ConvDenoiser((8, 8)))
     with pytest.raises(ValueError, match="net is preconditioned for another schedule"):
-        DiffusionModel(dim=2, schedule="linear", net=MLPDenoiser(2, schedule=Schedule.cosine()))
+        DiffusionModel(dim=2, schedule="linear", net=MLPDenoiser(2).bound_to(Schedule.cosine()))
     with pytest.raises(TypeError, match="score_fn must be a callable"):
         DiffusionModel.from_score(None, dim=2)
 
