@@ -150,7 +150,7 @@ def bind(model, args: tuple, kwargs: dict, *, rng_key, routine: str) -> Program:
         elif site["type"] != "sample" or site.get("infer", {}).get("is_auxiliary"):
             continue  # params, plates, and numpyro.factor terms (auxiliary, not data)
         elif site["is_observed"]:
-            observed[name] = _finite_observation(name, site["value"])
+            observed[name] = finite_observation(name, site["value"])
         else:
             latent[name] = site
     check_latent_sites(latent, observed, routine, other_backend="Pyro")
@@ -200,7 +200,7 @@ def _trace(model, args, kwargs, rng_key):
         raise ValueError(f"the model raised {type(exc).__name__} when run with the given arguments: {exc}") from exc
 
 
-def _finite_observation(name, value) -> np.ndarray:
+def finite_observation(name, value) -> np.ndarray:
     array = np.asarray(value)
     if np.issubdtype(array.dtype, np.number) and not np.all(np.isfinite(array)):
         count = int(np.sum(~np.isfinite(array)))

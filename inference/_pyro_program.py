@@ -26,7 +26,7 @@ from pyro.poutine.util import site_is_subsample
 from tqdm.auto import tqdm
 
 from ._optimize import GTOL
-from ._program import check_latent_sites, split_chains
+from ._program import check_latent_sites, finite_observation, split_chains
 
 
 @contextmanager
@@ -173,7 +173,7 @@ def bind(model, args: tuple, kwargs: dict, *, routine: str) -> PyroProgram:
         elif infer.get("is_auxiliary"):
             continue  # pyro.factor terms: part of the density, not data
         elif site["is_observed"]:
-            observed[name] = _finite_observation(name, site["value"])
+            observed[name] = finite_observation(name, to_numpy(site["value"]))
         else:
             latent[name] = site
     check_latent_sites(latent, observed, routine, other_backend="NumPyro")
@@ -224,17 +224,6 @@ def _init_for_tracing(site):
     if site["fn"].support.is_discrete:
         return site["fn"].sample()
     return init_to_uniform(site)
-
-
-def _finite_observation(name, value) -> np.ndarray:
-    array = to_numpy(value)
-    if np.issubdtype(array.dtype, np.number) and not np.all(np.isfinite(array)):
-        count = int(np.sum(~np.isfinite(array)))
-        raise ValueError(
-            f"observed site {name!r} contains {count} non-finite value(s) (NaN or inf); "
-            "drop or impute them before fitting"
-        )
-    return array
 
 
 def _common_dtype(dtypes) -> torch.dtype:
