@@ -13,12 +13,21 @@ estimate of :mod:`._sg_target`, divided by N). SGD moves by
 
 which is Welling & Teh's (2011) update with Langevin step
 :math:`\\epsilon_t = 2\\eta_t / N` on the whole log posterior, at temperature ``T``.
-So SGLD is SGD plus noise, the same schedule works for both, and it does not need
-rescaling when N changes: on standardised data a per-point step of 1e-2 to 1e-1 is
-what plain SGD on a mean loss uses. With ``preconditioner="rmsprop"`` both use
-RMSprop's diagonal :math:`G = 1 / (\\lambda + \\sqrt{V})` on :math:`\\bar g`, SGLD's
-noise then having variance :math:`2\\eta_t T G / N` (pSGLD, Li et al. 2016, without
-the small correction term, as in their experiments).
+So SGLD is SGD plus noise, and neither needs rescaling when N changes: on
+standardised data a per-point step of 1e-2 to 1e-1 is what plain SGD on a mean loss
+uses (``preconditioner=None``).
+
+The default, ``preconditioner="rmsprop"``, multiplies :math:`\\bar g` by RMSprop's
+diagonal :math:`G = 1 / (\\lambda + \\sqrt{\\hat V})` (:math:`\\hat V` the running mean
+of :math:`\\bar g^2` with its start-up bias removed), and SGLD's noise then has
+variance :math:`2\\eta_t T G / N` (pSGLD, Li et al. 2016). Plain SGD is stiff where
+the likelihood is sharp: with a Gaussian likelihood the curvature grows as
+:math:`1/\\sigma^2`, so a step small enough for a low-noise fit is too small for
+the rest, and the iterate settles where :math:`\\sigma` is large enough for the step
+to be stable. RMSprop's step is in units of each parameter, whatever the curvature.
+SGLD adapts :math:`G` during warm-up only and keeps it fixed while draws are kept:
+with a constant preconditioner the chain needs no correction term (the term Li et
+al. drop), so the draws target the posterior as the step goes to zero.
 
 Each routine is an ``(init, step)`` pair driven by the plain Python driver; torch's
 global RNG is forked and Pyro's parameter store scoped, so a call leaves the user's
@@ -42,8 +51,11 @@ from ._schedules import RobbinsMonro, as_schedule
 from ._sg_target import Target, bind_target
 from ._validation import check_choice, check_positive_float, check_positive_int
 
-DEFAULT_STEP_SIZE = RobbinsMonro(a=2.0, b=1000.0, gamma=0.55)  # 0.045 at t = 0, 0.018 at t = 5000
-DEFAULT_RMSPROP_STEP_SIZE = RobbinsMonro(a=0.1, b=1000.0, gamma=0.55)  # the same shape, scaled for G
+PLAIN_STEP_SIZE = RobbinsMonro(a=2.0, b=1000.0, gamma=0.55)  # 0.045 at t = 0, 0.018 at t = 5000
+# with RMSprop a step is in units of the parameters: 0.022 falling to 0.009 for SGD,
+# whose noise the iterate average removes; SGLD's bias grows with the step, so smaller
+RMSPROP_STEP_SIZE = RobbinsMonro(a=1.0, b=1000.0, gamma=0.55)
+PSGLD_STEP_SIZE = RobbinsMonro(a=0.3, b=1000.0, gamma=0.55)
 PRECONDITIONERS = (None, "rmsprop")
 _RMSPROP_DECAY, _RMSPROP_EPS = 0.99, 1e-5
 _PROBE_POINTS = 16  # training inputs at which chains are compared through what they predict
@@ -54,6 +66,7 @@ class SGState(NamedTuple):
     position: torch.Tensor  # the flat vector of unconstrained latents
     square_avg: torch.Tensor | None  # RMSprop's running mean of the squared per-point gradient
     kept: tuple  # constrained draws kept so far (SGLD), each a dict of arrays
+    average: torch.Tensor  # Polyak–Ruppert average of the iterates so far (SGD)
 
 
 class SGStep(NamedTuple):
@@ -67,8 +80,9 @@ class SGStep(NamedTuple):
     rmsprop: bool
     jacobian: bool
     generator: torch.Generator
-    keep_from: int  # first step whose draw may be kept
+    keep_from: int  # first step whose draw may be kept; RMSprop adapts before it only
     thinning: int
+    average_from: int  # first step whose iterate enters the Polyak–Ruppert average
 
     def __call__(self, state: SGState, item):
         t, index = item
@@ -81,8 +95,9 @@ class SGStep(NamedTuple):
         with torch.no_grad():
             grad = grad / num_data
             if self.rmsprop:
-                square = _RMSPROP_DECAY * square + (1 - _RMSPROP_DECAY) * grad * grad
-                precondition = 1.0 / (_RMSPROP_EPS + square.sqrt())
+                if t < self.keep_from:
+                    square = _RMSPROP_DECAY * square + (1 - _RMSPROP_DECAY) * grad * grad
+                precondition = self.preconditioner(square, t)
                 grad = precondition * grad
             new = state.position + eta * grad
             if self.temperature > 0:
@@ -90,16 +105,27 @@ class SGStep(NamedTuple):
                 if self.rmsprop:
                     noise = noise * precondition.sqrt()
                 new = new + math.sqrt(2 * eta * self.temperature / num_data) * noise
+            average = state.average
+            if t >= self.average_from:
+                average = average + (new - average) / (t - self.average_from + 1)
         kept = state.kept
         if t >= self.keep_from and (t - self.keep_from + 1) % self.thinning == 0:
             kept = (*kept, {k: v.numpy().copy() for k, v in self.target.constrain(new).items()})
         info = {"loss": -log_post / num_data, "step_size": eta}
-        return SGState(new, square, kept), info
+        return SGState(new, square, kept, average), info
+
+    def preconditioner(self, square_avg: torch.Tensor, t: int) -> torch.Tensor:
+        """RMSprop's diagonal at step ``t``, with the running mean's start-up bias
+        removed (as Adam does), so that the first steps are not oversized. It adapts
+        until ``keep_from`` and is fixed from there on: SGLD with a fixed diagonal
+        preconditioner needs no correction term."""
+        updates = min(t, self.keep_from - 1) + 1
+        return 1.0 / (_RMSPROP_EPS + (square_avg / (1 - _RMSPROP_DECAY**updates)).sqrt())
 
 
 def init(target: Target, generator: torch.Generator, rmsprop: bool) -> SGState:
     position = target.init(generator)
-    return SGState(position, torch.zeros_like(position) if rmsprop else None, ())
+    return SGState(position, torch.zeros_like(position) if rmsprop else None, (), torch.zeros_like(position))
 
 
 def robbins_monro(
@@ -110,7 +136,7 @@ def robbins_monro(
     num_steps: int = 5000,
     batch_size: int = 64,
     step_size=None,
-    preconditioner: str | None = None,
+    preconditioner: str | None = "rmsprop",
     plate: str = "data",
     rng_key: int = 0,
     progress: bool = True,
@@ -125,11 +151,13 @@ def robbins_monro(
     :math:`\\sum \\eta_t = \\infty`, :math:`\\sum \\eta_t^2 < \\infty`, so the iterate
     converges to a local optimum instead of hovering at a noise floor (Robbins &
     Monro 1951); a float is a constant step and a :class:`Cyclical` schedule
-    restarts, both flagged by ``diagnose``.
+    restarts, both flagged by ``diagnose``. The estimate is the average of the
+    iterates over the second half of the run (Polyak & Juditsky 1992), which removes
+    most of the noise left by the last steps without making them smaller.
 
     ``model(X, y)`` must put its likelihood in ``pyro.plate(plate, X.shape[0])``.
 
-    Returns a Result with ``params`` (the last iterate, constrained), ``trace["loss"]``
+    Returns a Result with ``params`` (the averaged iterate, constrained), ``trace["loss"]``
     and ``trace["step_size"]`` per step (the loss is the minibatch estimate of the
     negative log posterior per data point) and ``info`` with the schedule;
     ``converged`` when the loss has plateaued (the last tenth's mean within three
@@ -144,10 +172,12 @@ def robbins_monro(
     setup = _setup(model, X, y, batch_size, step_size, preconditioner, plate, rng_key, "robbins_monro")
     with isolated(rng_key):
         target, X, y, schedule, generator = setup()
-        step = SGStep(target, X, y, schedule, 0.0, preconditioner == "rmsprop", False, generator, num_steps, 1)
+        step = SGStep(
+            target, X, y, schedule, 0.0, preconditioner == "rmsprop", False, generator, num_steps, 1, num_steps // 2
+        )
         state = init(target, generator, step.rmsprop)
         out = _run(step, state, num_steps, batch_size, progress, "robbins_monro")
-        params = {k: v.numpy() for k, v in target.constrain(out.state.position).items()}
+        params = {k: v.numpy() for k, v in target.constrain(out.state.average).items()}
     converged, z = plateaued(out.trace["loss"])
     return Result(
         method="robbins_monro",
@@ -176,7 +206,7 @@ def sgld(
     batch_size: int = 64,
     step_size=None,
     temperature: float = 1.0,
-    preconditioner: str | None = None,
+    preconditioner: str | None = "rmsprop",
     plate: str = "data",
     rng_key: int = 0,
     progress: bool = True,
@@ -188,7 +218,8 @@ def sgld(
     ``num_warmup`` steps are discarded, then every ``thinning``-th of
     ``num_samples * thinning`` steps is kept, in each of ``num_chains`` chains run
     one after another from different starting points. ``temperature`` scales the
-    injected noise (1 is the posterior; below 1 a "cold" posterior).
+    injected noise (1 is the posterior; below 1 a "cold" posterior). The RMSprop
+    preconditioner (the default) is adapted during warm-up and fixed afterwards.
 
     SGLD is exact only as the step goes to zero: minibatch gradient noise adds
     variance of order :math:`\\eta N \\Sigma / (2B)` next to the injected
@@ -218,12 +249,27 @@ def sgld(
     num_warmup = check_positive_int("num_warmup", num_warmup, allow_zero=True)
     temperature = check_positive_float("temperature", temperature)
     setup = _setup(model, X, y, batch_size, step_size, preconditioner, plate, rng_key, "sgld")
+    if preconditioner == "rmsprop" and num_warmup == 0:
+        raise ValueError(
+            "num_warmup must be positive with preconditioner='rmsprop', which is adapted during warm-up and fixed "
+            "while draws are kept; got 0 (pass preconditioner=None to sample without warm-up)"
+        )
     num_steps = num_warmup + num_samples * thinning
     chains, traces, noise = [], [], []
     with isolated(rng_key):
         target, X, y, schedule, generator = setup()
         step = SGStep(
-            target, X, y, schedule, temperature, preconditioner == "rmsprop", True, generator, num_warmup, thinning
+            target,
+            X,
+            y,
+            schedule,
+            temperature,
+            preconditioner == "rmsprop",
+            True,
+            generator,
+            num_warmup,
+            thinning,
+            num_steps,
         )
         for chain in range(num_chains):
             state = init(target, generator, step.rmsprop)
@@ -268,7 +314,10 @@ def _setup(model, X, y, batch_size, step_size, preconditioner, plate, rng_key, r
     check_choice("preconditioner", preconditioner, PRECONDITIONERS)
     if isinstance(rng_key, bool) or not isinstance(rng_key, int):
         raise TypeError(f"rng_key must be an int seed for torch routines, got {type(rng_key).__name__}")
-    default = DEFAULT_RMSPROP_STEP_SIZE if preconditioner == "rmsprop" else DEFAULT_STEP_SIZE
+    if preconditioner is None:
+        default = PLAIN_STEP_SIZE
+    else:
+        default = PSGLD_STEP_SIZE if routine == "sgld" else RMSPROP_STEP_SIZE
     schedule = as_schedule(step_size, default)
     batch_size = check_positive_int("batch_size", batch_size)
     X, y = _tensors(model, X, y)
@@ -360,7 +409,7 @@ def _gradient_noise_ratio(step: SGStep, state: SGState, batch_size: int, t: int)
         grads.append(grad)
     variance = torch.stack(grads).var(0) / num_data**2
     if step.rmsprop:
-        variance = variance / (_RMSPROP_EPS + state.square_avg.sqrt())
+        variance = variance * step.preconditioner(state.square_avg, t)
     eta = float(step.schedule(t))
     ratio = eta * num_data * variance / (2 * step.temperature)
     # coordinates with no gradient at all (a dead unit) say nothing about the noise

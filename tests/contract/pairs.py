@@ -259,11 +259,13 @@ def _sgld():
     from bayeskit.inference import RobbinsMonro, sgld
     from bayeskit.models.pyro_examples import linear_regression
 
-    # steps from 0.13 down to 0.05 per point: larger than the default so 10,000 steps per
-    # chain mix; small enough that discretisation and minibatch noise stay near 5%
+    # plain SGLD (Welling & Teh), steps from 0.13 down to 0.05 per point: large enough that
+    # 10,000 steps per chain mix; small enough that discretisation and minibatch noise stay
+    # near 5%
     step_size = RobbinsMonro(a=6.0, b=1000.0, gamma=0.55)
     data = _pyro_regression()
-    options = dict(num_samples=500, thinning=20, num_warmup=300, batch_size=100, step_size=step_size, progress=False)
+    options = dict(num_samples=500, thinning=20, num_warmup=300, batch_size=100, step_size=step_size,
+                   preconditioner=None, progress=False)  # fmt: skip
     return sgld(linear_regression, *data, **options)
 
 
