@@ -20,14 +20,15 @@ uses (``preconditioner=None``).
 The default, ``preconditioner="rmsprop"``, multiplies :math:`\\bar g` by RMSprop's
 diagonal :math:`G = 1 / (\\lambda + \\sqrt{\\hat V})` (:math:`\\hat V` the running mean
 of :math:`\\bar g^2` with its start-up bias removed), and SGLD's noise then has
-variance :math:`2\\eta_t T G / N` (pSGLD, Li et al. 2016). Plain SGD is stiff where
+variance :math:`2\\eta_t T G / N` (pSGLD, Li et al. 2016, without the small
+correction term for a moving :math:`G`, as in their experiments). Plain SGD is stiff where
 the likelihood is sharp: with a Gaussian likelihood the curvature grows as
 :math:`1/\\sigma^2`, so a step small enough for a low-noise fit is too small for
 the rest, and the iterate settles where :math:`\\sigma` is large enough for the step
 to be stable. RMSprop's step is in units of each parameter, whatever the curvature.
-SGLD adapts :math:`G` during warm-up only and keeps it fixed while draws are kept:
-with a constant preconditioner the chain needs no correction term (the term Li et
-al. drop), so the draws target the posterior as the step goes to zero.
+:math:`G` keeps adapting while draws are kept: a network's curvature changes as
+units switch on and off, and a metric fixed at the end of warm-up lets a unit that
+was inactive then take steps far too large once it is active again.
 
 Each routine is an ``(init, step)`` pair driven by the plain Python driver; torch's
 global RNG is forked and Pyro's parameter store scoped, so a call leaves the user's
@@ -80,7 +81,7 @@ class SGStep(NamedTuple):
     rmsprop: bool
     jacobian: bool
     generator: torch.Generator
-    keep_from: int  # first step whose draw may be kept; RMSprop adapts before it only
+    keep_from: int  # first step whose draw may be kept
     thinning: int
     average_from: int  # first step whose iterate enters the Polyak–Ruppert average
 
@@ -95,9 +96,8 @@ class SGStep(NamedTuple):
         with torch.no_grad():
             grad = grad / num_data
             if self.rmsprop:
-                if t < self.keep_from:
-                    square = _RMSPROP_DECAY * square + (1 - _RMSPROP_DECAY) * grad * grad
-                precondition = self.preconditioner(square, t)
+                square = _RMSPROP_DECAY * square + (1 - _RMSPROP_DECAY) * grad * grad
+                precondition = _rmsprop_diagonal(square, t)
                 grad = precondition * grad
             new = state.position + eta * grad
             if self.temperature > 0:
@@ -114,13 +114,11 @@ class SGStep(NamedTuple):
         info = {"loss": -log_post / num_data, "step_size": eta}
         return SGState(new, square, kept, average), info
 
-    def preconditioner(self, square_avg: torch.Tensor, t: int) -> torch.Tensor:
-        """RMSprop's diagonal at step ``t``, with the running mean's start-up bias
-        removed (as Adam does), so that the first steps are not oversized. It adapts
-        until ``keep_from`` and is fixed from there on: SGLD with a fixed diagonal
-        preconditioner needs no correction term."""
-        updates = min(t, self.keep_from - 1) + 1
-        return 1.0 / (_RMSPROP_EPS + (square_avg / (1 - _RMSPROP_DECAY**updates)).sqrt())
+
+def _rmsprop_diagonal(square_avg: torch.Tensor, t: int) -> torch.Tensor:
+    """RMSprop's diagonal after step ``t``, with the running mean's start-up bias
+    removed (as Adam does), so that the first steps are not oversized."""
+    return 1.0 / (_RMSPROP_EPS + (square_avg / (1 - _RMSPROP_DECAY ** (t + 1))).sqrt())
 
 
 def init(target: Target, generator: torch.Generator, rmsprop: bool) -> SGState:
@@ -218,8 +216,7 @@ def sgld(
     ``num_warmup`` steps are discarded, then every ``thinning``-th of
     ``num_samples * thinning`` steps is kept, in each of ``num_chains`` chains run
     one after another from different starting points. ``temperature`` scales the
-    injected noise (1 is the posterior; below 1 a "cold" posterior). The RMSprop
-    preconditioner (the default) is adapted during warm-up and fixed afterwards.
+    injected noise (1 is the posterior; below 1 a "cold" posterior).
 
     SGLD is exact only as the step goes to zero: minibatch gradient noise adds
     variance of order :math:`\\eta N \\Sigma / (2B)` next to the injected
@@ -249,11 +246,6 @@ def sgld(
     num_warmup = check_positive_int("num_warmup", num_warmup, allow_zero=True)
     temperature = check_positive_float("temperature", temperature)
     setup = _setup(model, X, y, batch_size, step_size, preconditioner, plate, rng_key, "sgld")
-    if preconditioner == "rmsprop" and num_warmup == 0:
-        raise ValueError(
-            "num_warmup must be positive with preconditioner='rmsprop', which is adapted during warm-up and fixed "
-            "while draws are kept; got 0 (pass preconditioner=None to sample without warm-up)"
-        )
     num_steps = num_warmup + num_samples * thinning
     chains, traces, noise = [], [], []
     with isolated(rng_key):
@@ -409,7 +401,7 @@ def _gradient_noise_ratio(step: SGStep, state: SGState, batch_size: int, t: int)
         grads.append(grad)
     variance = torch.stack(grads).var(0) / num_data**2
     if step.rmsprop:
-        variance = variance * step.preconditioner(state.square_avg, t)
+        variance = variance * _rmsprop_diagonal(state.square_avg, t)
     eta = float(step.schedule(t))
     ratio = eta * num_data * variance / (2 * step.temperature)
     # coordinates with no gradient at all (a dead unit) say nothing about the noise

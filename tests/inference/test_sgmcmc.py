@@ -212,8 +212,6 @@ def test_bad_input():
         robbins_monro(net, X, y, progress=False)
     with pytest.raises(ValueError, match="preconditioner"):
         sgld(net, X, y, batch_size=5, preconditioner="adam", progress=False)
-    with pytest.raises(ValueError, match="num_warmup must be positive with preconditioner='rmsprop'"):
-        sgld(net, X, y, batch_size=5, num_warmup=0, progress=False)
     with pytest.raises(TypeError, match="step_size"):
         sgld(net, X, y, batch_size=5, step_size="big", progress=False)
     with pytest.raises(ValueError, match="plate named 'obs'"):
