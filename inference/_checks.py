@@ -67,14 +67,18 @@ def _worst(dataset, pick) -> tuple[float, str]:
     return best, where
 
 
-def _varying(idata):
-    """The posterior without constant components (ESS and R-hat are undefined there),
-    restricted to ``info["diagnostic_sites"]`` when the routine named them (functionals
-    of a neural network, whose weights are not identified)."""
-    posterior = idata.posterior
+def diagnostic_sites(idata) -> list[str]:
+    """The posterior sites chains are compared on: ``info["diagnostic_sites"]`` when
+    the routine named them (functionals of a neural network, whose weights are not
+    identified), else every site."""
     sites = json.loads(result_attrs(idata).get("info", "{}")).get("diagnostic_sites")
-    keep = [name for name, v in posterior.data_vars.items() if float(v.std()) > 0 and (sites is None or name in sites)]
-    return posterior[keep]
+    return list(idata.posterior.data_vars) if sites is None else [s for s in sites if s in idata.posterior]
+
+
+def _varying(idata):
+    """The diagnostic sites without constant components (ESS and R-hat are undefined there)."""
+    posterior = idata.posterior
+    return posterior[[name for name in diagnostic_sites(idata) if float(posterior[name].std()) > 0]]
 
 
 def sampling_checks(idata, context) -> list[Check]:

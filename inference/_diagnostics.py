@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._checks import BUILTIN_CHECKS, Check, importance_ratios
+from ._checks import BUILTIN_CHECKS, Check, diagnostic_sites, importance_ratios
 from ._result import Result, _arviz, result_attrs
 
 _STATUS_ORDER = {"fail": 0, "warn": 1, "ok": 2}
@@ -150,9 +150,13 @@ def _figures(idata):
         return plots
     groups = idata.groups()
     if "posterior" in groups:
-        names = list(idata.posterior.data_vars)[:6]
+        names = diagnostic_sites(idata)[:6]
+        coords = _first_entries(idata.posterior, names)
         kind = "rank_bars" if idata.posterior.sizes["chain"] > 1 else "trace"
-        capture("trace and rank plots", lambda: az.plot_trace(idata, var_names=names, kind=kind, compact=True))
+        capture(
+            "trace and rank plots",
+            lambda: az.plot_trace(idata, var_names=names, coords=coords, kind=kind, compact=True),
+        )
     log_ratio = importance_ratios(idata)
     if log_ratio is not None:
         capture("importance ratios log p - log q", lambda: _plot_ratios(plt, log_ratio))
@@ -164,6 +168,17 @@ def _figures(idata):
         for site in list(idata.log_likelihood.data_vars)[:3]:
             capture(f"PSIS-LOO Pareto k of {site!r}", functools.partial(_plot_loo_khat, az, idata, site))
     return plots
+
+
+def _first_entries(posterior, names, per_axis: int = 4) -> dict:
+    """Coordinates keeping the first ``per_axis`` entries along each axis of the sites:
+    rank plots of hundreds of components take minutes and cannot be read."""
+    return {
+        dim: posterior[dim].values[:per_axis]
+        for name in names
+        for dim in posterior[name].dims[2:]
+        if posterior.sizes[dim] > per_axis
+    }
 
 
 def _plot_loo_khat(az, idata, site):
