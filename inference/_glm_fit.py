@@ -6,7 +6,9 @@ start (this is IRLS with the observed Hessian, which equals Fisher scoring for
 canonical links). Several GLMs that share one design (the neurons of a population)
 are fitted together: every step evaluates all of them with one matrix product,
 and each stops on its own Newton decrement. The Hessian at the optimum is the
-precision of the Laplace posterior, so the posterior comes with every fit.
+precision of the Laplace posterior, so the posterior comes with every fit. With many
+rows, the start comes from a row subsample, so that the full-data Newton steps, which
+cost O(N q^2) each, are typically two.
 """
 
 import functools
@@ -35,8 +37,17 @@ from ._validation import check_choice, check_positive_float, check_positive_int
 _IMPORTANCE_BUDGET = 2e9
 _DRAW_CHUNK_ELEMENTS = 2**24  # linear predictors held at once while evaluating draws
 _PAD_MAX_ELEMENTS = 2**23  # designs larger than this are fitted at their own shape
+_GRAM_BLOCK_ROWS = 256  # rows per block when forming the Hessian
+_PRODUCT_BLOCK_ROWS = 512  # rows per block in r^T X
 # from this many coefficients per problem, "auto" starts Newton from an L-BFGS solution
 LBFGS_MIN_COEFFICIENTS = 40
+# from this many rows (and SUBSAMPLE_ROWS_PER_COEFFICIENT in the subsample), "auto" starts
+# Newton from a fit that uses 1 / SUBSAMPLE_FRACTION of the rows
+SUBSAMPLE_MIN_ROWS = 50_000
+SUBSAMPLE_FRACTION = 16
+SUBSAMPLE_ROWS_PER_COEFFICIENT = 20
+_SUBSAMPLE_TOL = 1e-2  # nats: the start's fits stop here, far inside the subsample's sampling error
+_SUBSAMPLED_NEWTON_MAX_ITER = 8  # a bound on its linearly converging steps: full-data Newton finishes
 
 
 class NewtonState(NamedTuple):
@@ -44,6 +55,10 @@ class NewtonState(NamedTuple):
     decrement: jax.Array  # (m,) Newton decrement g^T H^-1 g at beta
     factor: jax.Array  # (m, q, q) Cholesky factor of the Hessian at beta
     done: jax.Array  # (m,) bool
+    # the objective (m,) and linear predictor (N, m) at beta, evaluated by the line search
+    # that reached it (for a done problem, possibly at the point before its last step)
+    value: jax.Array
+    eta: jax.Array
 
 
 @dataclass(frozen=True)
@@ -60,10 +75,11 @@ class Newton:
     max_backtracks: int = 30
     armijo: float = 1e-4
 
-    def init(self, beta) -> NewtonState:
+    def init(self, beta, data) -> NewtonState:
         m, q = beta.shape
         eye = jnp.broadcast_to(jnp.eye(q, dtype=beta.dtype), (m, q, q))
-        return NewtonState(beta, jnp.full((m,), jnp.inf, beta.dtype), eye, jnp.zeros(m, bool))
+        value, eta = _merit(self, beta, data)
+        return NewtonState(beta, jnp.full((m,), jnp.inf, beta.dtype), eye, jnp.zeros(m, bool), value, eta)
 
     def objective(self, beta, data, eta=None):
         """Per problem (m,); ``eta`` is the linear predictor at ``beta`` when already computed."""
@@ -71,10 +87,10 @@ class Newton:
         eta = predictor(X, beta, offset) if eta is None else eta
         return -weights @ self.family.log_likelihood(eta, y) + 0.5 * l2 * jnp.sum(beta[:, 1:] ** 2, axis=1)
 
-    def derivatives(self, beta, data):
-        """Objective, gradient (m, q) and Hessian (m, q, q) with fixed coefficients masked out."""
+    def gradient(self, beta, data, eta):
+        """Gradient (m, q) with fixed coefficients masked out, and the curvature
+        ``-w_i d^2 log p(y_ij | eta) / d eta^2`` of each row (N, m), at linear predictor ``eta``."""
         X, y, offset, weights, free, l2 = data
-        eta = predictor(X, beta, offset)
 
         def score(e):
             return jax.grad(lambda e: jnp.sum(self.family.log_likelihood(e, y)))(e)
@@ -82,51 +98,84 @@ class Newton:
         first, second = jax.jvp(score, (eta,), (jnp.ones_like(eta),))
         residual = weights[:, None] * first  # (N, m)
         curvature = -weights[:, None] * second  # (N, m), >= 0: the likelihoods are log-concave
-        value = self.objective(beta, data, eta)
-        # products are written with the long axis contracted from the left operand's rows
-        # (r^T X, (cX)^T X): XLA:CPU is several times slower at X^T r
-        grad = -jnp.concatenate([jnp.sum(residual, 0)[:, None], residual.T @ X], axis=1)
-        grad = (grad + l2 * beta.at[:, 0].set(0.0)) * free
+        grad = -jnp.concatenate([jnp.sum(residual, 0)[:, None], _transposed_product(residual, X)], axis=1)
+        return (grad + l2 * beta.at[:, 0].set(0.0)) * free, curvature
 
-        def hessian(c):
-            Xc = c @ X
-            corner = jnp.concatenate([jnp.sum(c)[None], Xc])
-            block = (c[:, None] * X).T @ X
-            return jnp.concatenate([corner[None], jnp.concatenate([Xc[:, None], block], axis=1)], axis=0)
+    def hessian(self, data, curvature):
+        """Hessian (m, q, q) for row curvatures (N, m), with fixed coefficients masked out."""
+        X, _, _, _, free, l2 = data
+        q = free.shape[1]
+        H = _gram(X, curvature) + l2 * jnp.diag(jnp.ones(q).at[0].set(0.0))
+        return jnp.where(free[:, :, None] & free[:, None, :], H, jnp.eye(q, dtype=H.dtype))
 
-        H = jax.lax.map(hessian, curvature.T)
-        q = beta.shape[1]
-        H = H + l2 * jnp.diag(jnp.ones(q).at[0].set(0.0))
-        mask = free[:, :, None] & free[:, None, :]
-        H = jnp.where(mask, H, jnp.eye(q, dtype=H.dtype))
-        return value, grad, H
+    def derivatives(self, beta, data, eta):
+        """Gradient (m, q) and Hessian (m, q, q) with fixed coefficients masked out."""
+        grad, curvature = self.gradient(beta, data, eta)
+        return grad, self.hessian(data, curvature)
+
+    def merit(self, beta, data):
+        """The objective the line search decreases, and the linear predictor (N, m) at ``beta``."""
+        X, _, offset, _, _, _ = data
+        eta = predictor(X, beta, offset)
+        return self.objective(beta, data, eta), eta
 
     def __call__(self, state: NewtonState, data):
-        value, grad, H = self.derivatives(state.beta, data)
+        # the objective and linear predictor at beta come from the line search that reached it
+        value = state.value
+        grad, H = self.derivatives(state.beta, data, state.eta)
         factor = jnp.linalg.cholesky(H)
         direction = -jax.vmap(lambda L, g: jax.scipy.linalg.cho_solve((L, True), g))(factor, grad)
         decrement = -jnp.sum(grad * direction, axis=1)
-        slope = -decrement
+        # a problem within tol takes the full step unsearched: its predicted decrease is below
+        # what the objective's round-off resolves, and the step is the quadratic refinement
+        converged = 0.5 * decrement <= self.tol
+
+        def sufficient(step, trial):
+            return converged | (jnp.isfinite(trial) & (trial <= value - self.armijo * step * decrement))
 
         def not_accepted(carry):
-            tries, step, trial = carry
-            ok = trial <= value + self.armijo * step * slope
-            return jnp.any(~state.done & ~ok) & (tries < self.max_backtracks)
+            tries, step, trial, _ = carry
+            return jnp.any(~state.done & ~sufficient(step, trial)) & (tries < self.max_backtracks)
 
         def backtrack(carry):
-            tries, step, trial = carry
-            ok = trial <= value + self.armijo * step * slope
-            step = jnp.where(ok | (tries == 0), step, 0.5 * step)
-            return tries + 1, step, self.objective(state.beta + step[:, None] * direction, data)
+            tries, step, trial, _ = carry
+            step = jnp.where(sufficient(step, trial) | (tries == 0), step, 0.5 * step)
+            return tries + 1, step, *self.merit(state.beta + step[:, None] * direction, data)
 
-        ones = jnp.ones_like(value)
-        _, step, trial = jax.lax.while_loop(not_accepted, backtrack, (0, ones, jnp.full_like(value, jnp.inf)))
-        accepted = jnp.isfinite(trial) & (trial <= value + self.armijo * step * slope)
+        start = (0, jnp.ones_like(value), jnp.full_like(value, jnp.inf), state.eta)
+        _, step, trial, eta = jax.lax.while_loop(not_accepted, backtrack, start)
+        accepted = sufficient(step, trial)
         move = accepted & ~state.done
         beta = jnp.where(move[:, None], state.beta + step[:, None] * direction, state.beta)
-        done = state.done | (0.5 * decrement <= self.tol) | ~accepted
-        new = NewtonState(beta, decrement, factor, done)
-        return new, {"loss": jnp.sum(value), "converged": jnp.all(done), "decrement": jnp.max(decrement)}
+        done = state.done | converged | ~accepted
+        # a problem that took its final step unsearched has no trial there: it is done, and
+        # keeps the values before that step
+        evaluated = move & jnp.isfinite(trial)
+        value, eta = jnp.where(evaluated, trial, value), jnp.where(evaluated[None, :], eta, state.eta)
+        new = NewtonState(beta, decrement, factor, done, value, eta)
+        return new, {"loss": jnp.sum(state.value), "converged": jnp.all(done), "decrement": jnp.max(decrement)}
+
+
+@dataclass(frozen=True)
+class SubsampledNewton(Newton):
+    """Newton steps with the full-data objective and gradient but the Hessian of a row
+    subsample, for ``data = (full, subsample)``: O(N q + n q^2) a step, converging
+    linearly at a rate set by how closely the subsample's Hessian matches the full one.
+    The decrement, and so ``tol``, is measured in the subsample's Hessian."""
+
+    def derivatives(self, beta, data, eta):
+        full, sub = data
+        X, _, offset, _, _, _ = sub
+        grad, _ = self.gradient(beta, full, eta)
+        return grad, self.hessian(sub, self.gradient(beta, sub, predictor(X, beta, offset))[1])
+
+    def merit(self, beta, data):
+        return super().merit(beta, data[0])
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _merit(newton: Newton, beta, data):
+    return newton.merit(beta, data)
 
 
 @dataclass(frozen=True)
@@ -141,6 +190,39 @@ class SummedObjective:
         return jnp.sum(self.newton.objective(z.reshape(free.shape) * free, data))
 
 
+def _sum_over_row_blocks(f, rows: int, *arrays):
+    """``sum_k f(*(a[block k] for a in arrays))`` over consecutive blocks of ``rows`` rows.
+
+    The products that contract the long axis (``r^T X``, ``X^T diag(c) X``) are summed this
+    way: each block's operands stay in cache, where one product over all N rows streams
+    them (and an (N, q) temporary) through memory, several times slower on XLA:CPU."""
+    N = arrays[0].shape[0]
+    rows = min(N, rows)
+    full = N // rows
+
+    def add_block(i, total):
+        return total + f(*(jax.lax.dynamic_slice_in_dim(a, i * rows, rows) for a in arrays))
+
+    return jax.lax.fori_loop(0, full, add_block, f(*(a[full * rows :] for a in arrays)))
+
+
+def _transposed_product(r, X):
+    """``r^T X`` (m, p) for ``r`` (N, m)."""
+    return _sum_over_row_blocks(lambda r, x: r.T @ x, _PRODUCT_BLOCK_ROWS, r, X)
+
+
+def _gram(X, c):
+    """``sum_i c_ij z_i z_i^T`` (m, q, q) for each problem ``j`` with ``z_i = (1, x_i)``: the
+    Hessian of the likelihood part, for curvatures ``c`` (N, m)."""
+
+    def block(x, c):
+        z = jnp.concatenate([jnp.ones((x.shape[0], 1), x.dtype), x], axis=1)
+        # (n, q, m) x (n, q) -> (q, m, q): faster on XLA:CPU than the two-dimensional (c z)^T z
+        return jax.lax.dot_general(z[:, :, None] * c[:, None, :], z, (((0,), (0,)), ((), ())))
+
+    return jnp.moveaxis(_sum_over_row_blocks(block, _GRAM_BLOCK_ROWS, X, c), 1, 0)
+
+
 @jax.custom_vjp
 def predictor(X, beta, offset):
     """``eta`` (N, m) for coefficients ``beta`` (m, q), intercept first."""
@@ -152,8 +234,9 @@ def _predictor_forward(X, beta, offset):
 
 
 def _predictor_backward(X, cotangent):
-    # the gradient in beta as g^T X: autodiff would form X^T g, several times slower on XLA:CPU
-    grad = jnp.concatenate([jnp.sum(cotangent, 0)[:, None], cotangent.T @ X], axis=1)
+    # the gradient in beta as g^T X by blocks of rows: autodiff would form X^T g, several
+    # times slower on XLA:CPU
+    grad = jnp.concatenate([jnp.sum(cotangent, 0)[:, None], _transposed_product(cotangent, X)], axis=1)
     return None, grad, None
 
 
@@ -206,12 +289,19 @@ def fit_glm(
         weight 0 leaves a bin out).
     num_samples : int
         Laplace draws of the coefficients in ``res.draws``.
-    method : {"auto", "newton", "lbfgs"}
+    method : {"auto", "newton", "lbfgs", "subsample"}
+        How Newton's method is started. ``"newton"``: from the intercept-only fit.
         ``"lbfgs"`` first runs L-BFGS (gradients only, O(Np) a step) and then Newton's
         method from its solution, which typically needs one or two of its O(Np^2 + p^3)
-        steps to meet ``tol`` and gives the Hessian of the Laplace posterior. The
-        answer is the same; it is faster for many coefficients. ``"auto"`` uses it
-        above 40 coefficients per problem.
+        steps to meet ``tol`` and gives the Hessian of the Laplace posterior.
+        ``"subsample"`` first fits a fixed random 1/16 of the rows (their weights times
+        16) by Newton's method, then takes Newton steps with the full-data gradient and
+        that subsample's Hessian (O(Np + Np^2/16) each); the full-data Newton steps
+        that follow are typically two. The answer is the same whichever start is used:
+        the full-data Newton steps decide convergence. ``"auto"`` uses ``"subsample"``
+        from 50,000 rows when the subsample has at least 20 rows per coefficient
+        (except for the Gaussian family, which Newton's method solves in one step),
+        else ``"lbfgs"`` above 40 coefficients per problem, else ``"newton"``.
 
     Returns
     -------
@@ -235,23 +325,26 @@ def fit_glm(
     num_samples = check_positive_int("num_samples", num_samples)
     max_iter = check_positive_int("max_iter", max_iter)
     tol = check_positive_float("tol", tol)
-    check_choice("method", method, ("auto", "newton", "lbfgs"))
+    check_choice("method", method, ("auto", "newton", "lbfgs", "subsample"))
     if not hasattr(model, "linear_problem"):
         raise TypeError(f"model must be a GLM, LNP or PopulationGLM, got {type(model).__name__}")
     problem = model.linear_problem(*data, offset=offset, weights=weights)
     family = problem.family
     m, q = problem.free.shape
     if method == "auto":
-        method = "lbfgs" if q > LBFGS_MIN_COEFFICIENTS else "newton"
-    arrays = _padded(problem, l2)
+        method = _automatic_method(family, problem.X.shape[0], q)
+    host = _padded(problem, l2)
+    arrays = jax.device_put(host)  # asynchronous: the design is copied while the start is computed
     null_intercept = _intercept_only(problem)
     beta0 = np.zeros((m, arrays[4].shape[1]))
     beta0[:, 0] = null_intercept
     solver = Newton(family, tol)
     if method == "lbfgs":
         beta0 = _lbfgs_start(solver, beta0, arrays, max_iter, progress)
+    elif method == "subsample":
+        beta0 = _subsample_start(family, beta0, host, arrays, max_iter, progress)
     out = run(
-        solver, solver.init(jnp.asarray(beta0)), data=arrays, max_iter=max_iter, objective="loss",
+        solver, solver.init(jnp.asarray(beta0), arrays), data=arrays, max_iter=max_iter, objective="loss",
         monitor=reported("converged"), progress=progress, desc="fit_glm",
     )  # fmt: skip
     state = out.state
@@ -333,6 +426,16 @@ def fit_glm(
     return result
 
 
+def _automatic_method(family, N: int, q: int) -> str:
+    """``method="auto"``: the subsample start where it has enough rows per coefficient
+    (except for the Gaussian family, whose quadratic objective Newton solves in one step
+    from any start), else L-BFGS for many coefficients."""
+    enough_rows = N >= SUBSAMPLE_MIN_ROWS and N // SUBSAMPLE_FRACTION >= SUBSAMPLE_ROWS_PER_COEFFICIENT * q
+    if enough_rows and family.family != "gaussian":
+        return "subsample"
+    return "lbfgs" if q > LBFGS_MIN_COEFFICIENTS else "newton"
+
+
 def _lbfgs_start(newton: Newton, beta0, arrays, max_iter: int, progress: bool) -> np.ndarray:
     """Coefficients from L-BFGS on the summed objective, to a relative change of 1e-9:
     gradients only, so each step costs O(N p) where a Newton step costs O(N p^2 + p^3).
@@ -344,6 +447,29 @@ def _lbfgs_start(newton: Newton, beta0, arrays, max_iter: int, progress: bool) -
               monitor=reported("converged"), progress=progress, desc="fit_glm (L-BFGS)")  # fmt: skip
     beta = np.asarray(out.state.z).reshape(beta0.shape) * np.asarray(arrays[4])
     return beta if np.all(np.isfinite(beta)) else beta0
+
+
+def _subsample_start(family, beta0, host, arrays, max_iter: int, progress: bool) -> np.ndarray:
+    """Coefficients near the optimum from O(N q) full-data passes: Newton's method on a fixed
+    random 1 / ``SUBSAMPLE_FRACTION`` of the rows (weights scaled up to match), then Newton
+    steps with the full-data gradient and that subsample's Hessian. The full-data Newton
+    steps (O(N q^2) each) that follow are then typically two, and they alone decide
+    convergence. Problems whose subsample fit fails start the second stage from ``beta0``."""
+    X, y, offset, weights, free, l2 = host
+    N, k = X.shape[0], SUBSAMPLE_FRACTION
+    rows = np.sort(np.random.default_rng(0).choice(N, max(1, N // k), replace=False))
+    sub = jax.device_put((X[rows], y[rows], offset[rows], k * weights[rows], free, l2))
+    newton = Newton(family, _SUBSAMPLE_TOL)
+    out = run(newton, newton.init(jnp.asarray(beta0), sub), data=sub, max_iter=max_iter, objective="loss",
+              monitor=reported("converged"), progress=progress, desc="fit_glm (subsample)")  # fmt: skip
+    beta = np.asarray(out.state.beta)
+    fitted = (0.5 * np.asarray(out.state.decrement) <= newton.tol) & np.all(np.isfinite(beta), axis=1)
+    beta = np.where(fitted[:, None], beta, beta0)
+    subsampled = SubsampledNewton(family, _SUBSAMPLE_TOL)
+    out = run(subsampled, subsampled.init(jnp.asarray(beta), (arrays, sub)), data=(arrays, sub),
+              max_iter=min(max_iter, _SUBSAMPLED_NEWTON_MAX_ITER), objective="loss",
+              monitor=reported("converged"), progress=progress, desc="fit_glm (subsampled Hessian)")  # fmt: skip
+    return np.asarray(out.state.beta)
 
 
 def _separated(solver: Newton, beta, data) -> bool:
@@ -363,7 +489,7 @@ def _bucket(n: int) -> int:
 
 
 def _padded(problem: LinearProblem, l2: float):
-    """The problem's arrays with N and the coefficient count padded to buckets, so fits of
+    """The problem's arrays (on the host) with N and the coefficient count padded to buckets, so fits of
     similar sizes share one compiled program: padded rows have weight 0 and padded
     coefficients are held at 0, so neither changes the answer. A design above
     ``_PAD_MAX_ELEMENTS`` is not copied: there compilation is a small share of the fit."""
@@ -382,7 +508,7 @@ def _padded(problem: LinearProblem, l2: float):
     offset[:N], weights[:N] = problem.offset, problem.weights
     free = np.zeros((problem.free.shape[0], q_pad), bool)
     free[:, : p + 1] = problem.free
-    return tuple(jax.device_put(a) for a in (X, y, offset, weights, free, np.asarray(l2)))
+    return X, y, offset, weights, free, np.asarray(l2)
 
 
 def _intercept_only(problem: LinearProblem) -> np.ndarray:
