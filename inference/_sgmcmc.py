@@ -21,8 +21,8 @@ The default, ``preconditioner="rmsprop"``, multiplies :math:`\\bar g` by RMSprop
 diagonal :math:`G = 1 / (\\lambda + \\sqrt{\\hat V})` (:math:`\\hat V` the running mean
 of :math:`\\bar g^2` with its start-up bias removed), and SGLD's noise then has
 variance :math:`2\\eta_t T G / N` (pSGLD, Li et al. 2016, without the small
-correction term for a moving :math:`G`, as in their experiments). Plain SGD is stiff where
-the likelihood is sharp: with a Gaussian likelihood the curvature grows as
+correction term for a moving :math:`G`, as in their experiments). Plain SGD is
+stiff where the likelihood is sharp: with a Gaussian likelihood the curvature grows as
 :math:`1/\\sigma^2`, so a step small enough for a low-noise fit is too small for
 the rest, and the iterate settles where :math:`\\sigma` is large enough for the step
 to be stable. RMSprop's step is in units of each parameter, whatever the curvature.
@@ -170,9 +170,11 @@ def robbins_monro(
     setup = _setup(model, X, y, batch_size, step_size, preconditioner, plate, rng_key, "robbins_monro")
     with isolated(rng_key):
         target, X, y, schedule, generator = setup()
+        # nothing is kept; the iterates of the second half are averaged
         step = SGStep(
-            target, X, y, schedule, 0.0, preconditioner == "rmsprop", False, generator, num_steps, 1, num_steps // 2
-        )
+            target, X, y, schedule, temperature=0.0, rmsprop=preconditioner == "rmsprop", jacobian=False,
+            generator=generator, keep_from=num_steps, thinning=1, average_from=num_steps // 2,
+        )  # fmt: skip
         state = init(target, generator, step.rmsprop)
         out = _run(step, state, num_steps, batch_size, progress, "robbins_monro")
         params = {k: v.numpy() for k, v in target.constrain(out.state.average).items()}
@@ -251,18 +253,9 @@ def sgld(
     with isolated(rng_key):
         target, X, y, schedule, generator = setup()
         step = SGStep(
-            target,
-            X,
-            y,
-            schedule,
-            temperature,
-            preconditioner == "rmsprop",
-            True,
-            generator,
-            num_warmup,
-            thinning,
-            num_steps,
-        )
+            target, X, y, schedule, temperature=temperature, rmsprop=preconditioner == "rmsprop", jacobian=True,
+            generator=generator, keep_from=num_warmup, thinning=thinning, average_from=num_steps,  # no average
+        )  # fmt: skip
         for chain in range(num_chains):
             state = init(target, generator, step.rmsprop)
             out = _run(step, state, num_steps, batch_size, progress, f"sgld chain {chain + 1}/{num_chains}")
