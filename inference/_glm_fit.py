@@ -38,7 +38,7 @@ _IMPORTANCE_BUDGET = 2e9
 _DRAW_CHUNK_ELEMENTS = 2**24  # linear predictors held at once while evaluating draws
 _PAD_MAX_ELEMENTS = 2**23  # designs larger than this are fitted at their own shape
 _GRAM_BLOCK_ROWS = 256  # rows per block when forming the Hessian
-_PRODUCT_BLOCK_ROWS = 512  # rows per block in r^T X
+_PRODUCT_BLOCK_ROWS = 4096  # rows per block in r^T X and in the objective-and-gradient pass
 # from this many coefficients per problem, "auto" starts Newton from an L-BFGS solution
 LBFGS_MIN_COEFFICIENTS = 40
 # from this many rows (and SUBSAMPLE_ROWS_PER_COEFFICIENT in the subsample), "auto" starts
@@ -55,10 +55,11 @@ class NewtonState(NamedTuple):
     decrement: jax.Array  # (m,) Newton decrement g^T H^-1 g at beta
     factor: jax.Array  # (m, q, q) Cholesky factor of the Hessian at beta
     done: jax.Array  # (m,) bool
-    # the objective (m,) and linear predictor (N, m) at beta, evaluated by the line search
-    # that reached it (for a done problem, possibly at the point before its last step)
+    # the objective (m,), linear predictor (N, m) and gradient (m, q) at beta, evaluated by the
+    # line search that reached it (for a done problem, possibly at the point before its last step)
     value: jax.Array
     eta: jax.Array
+    grad: jax.Array
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,8 @@ class Newton:
     def init(self, beta, data) -> NewtonState:
         m, q = beta.shape
         eye = jnp.broadcast_to(jnp.eye(q, dtype=beta.dtype), (m, q, q))
-        value, eta = _merit(self, beta, data)
-        return NewtonState(beta, jnp.full((m,), jnp.inf, beta.dtype), eye, jnp.zeros(m, bool), value, eta)
+        value, eta, grad = _merit(self, beta, data)
+        return NewtonState(beta, jnp.full((m,), jnp.inf, beta.dtype), eye, jnp.zeros(m, bool), value, eta, grad)
 
     def objective(self, beta, data, eta=None):
         """Per problem (m,); ``eta`` is the linear predictor at ``beta`` when already computed."""
@@ -87,43 +88,43 @@ class Newton:
         eta = predictor(X, beta, offset) if eta is None else eta
         return -weights @ self.family.log_likelihood(eta, y) + 0.5 * l2 * jnp.sum(beta[:, 1:] ** 2, axis=1)
 
-    def gradient(self, beta, data, eta):
-        """Gradient (m, q) with fixed coefficients masked out, and the curvature
-        ``-w_i d^2 log p(y_ij | eta) / d eta^2`` of each row (N, m), at linear predictor ``eta``."""
-        X, y, offset, weights, free, l2 = data
+    def hessian(self, beta, data, eta):
+        """Hessian (m, q, q) at ``beta``, whose linear predictor is ``eta`` (N, m), with fixed
+        coefficients masked out."""
+        del beta  # eta carries it
+        X, y, _, weights, free, l2 = data
 
         def score(e):
             return jax.grad(lambda e: jnp.sum(self.family.log_likelihood(e, y)))(e)
 
-        first, second = jax.jvp(score, (eta,), (jnp.ones_like(eta),))
-        residual = weights[:, None] * first  # (N, m)
-        curvature = -weights[:, None] * second  # (N, m), >= 0: the likelihoods are log-concave
-        grad = -jnp.concatenate([jnp.sum(residual, 0)[:, None], _transposed_product(residual, X)], axis=1)
-        return (grad + l2 * beta.at[:, 0].set(0.0)) * free, curvature
-
-    def hessian(self, data, curvature):
-        """Hessian (m, q, q) for row curvatures (N, m), with fixed coefficients masked out."""
-        X, _, _, _, free, l2 = data
+        # -w_i d^2 log p(y_ij | eta) / d eta^2 >= 0: the likelihoods are log-concave
+        curvature = -weights[:, None] * jax.jvp(score, (eta,), (jnp.ones_like(eta),))[1]
         q = free.shape[1]
         H = _gram(X, curvature) + l2 * jnp.diag(jnp.ones(q).at[0].set(0.0))
         return jnp.where(free[:, :, None] & free[:, None, :], H, jnp.eye(q, dtype=H.dtype))
 
-    def derivatives(self, beta, data, eta):
-        """Gradient (m, q) and Hessian (m, q, q) with fixed coefficients masked out."""
-        grad, curvature = self.gradient(beta, data, eta)
-        return grad, self.hessian(data, curvature)
-
     def merit(self, beta, data):
-        """The objective the line search decreases, and the linear predictor (N, m) at ``beta``."""
-        X, _, offset, _, _, _ = data
-        eta = predictor(X, beta, offset)
-        return self.objective(beta, data, eta), eta
+        """The objective the line search decreases, with the linear predictor (N, m) and the
+        gradient (m, q, fixed coefficients masked out) at ``beta``, from one pass over the rows:
+        each block of X is read once for both of its products."""
+        X, y, offset, weights, free, l2 = data
+
+        def block(x, y, offset, w):
+            eta = x @ beta[:, 1:].T + beta[:, 0] + offset[:, None]
+            loglik, pullback = jax.vjp(lambda e: w[:, None] * self.family.log_likelihood(e, y), eta)
+            (score,) = pullback(jnp.ones_like(eta))
+            score_x = jnp.concatenate([jnp.sum(score, 0)[:, None], score.T @ x], axis=1)
+            return (jnp.sum(loglik, 0), score_x), eta
+
+        (loglik, score_x), eta = _over_row_blocks(block, _PRODUCT_BLOCK_ROWS, X, y, offset, weights)
+        penalised = beta.at[:, 0].set(0.0)
+        value = -loglik + 0.5 * l2 * jnp.sum(penalised**2, axis=1)
+        return value, eta, (-score_x + l2 * penalised) * free
 
     def __call__(self, state: NewtonState, data):
-        # the objective and linear predictor at beta come from the line search that reached it
-        value = state.value
-        grad, H = self.derivatives(state.beta, data, state.eta)
-        factor = jnp.linalg.cholesky(H)
+        # the objective, linear predictor and gradient at beta come from the line search that reached it
+        value, grad = state.value, state.grad
+        factor = jnp.linalg.cholesky(self.hessian(state.beta, data, state.eta))
         direction = -jax.vmap(lambda L, g: jax.scipy.linalg.cho_solve((L, True), g))(factor, grad)
         decrement = -jnp.sum(grad * direction, axis=1)
         # a problem within tol takes the full step unsearched: its predicted decrease is below
@@ -134,16 +135,16 @@ class Newton:
             return converged | (jnp.isfinite(trial) & (trial <= value - self.armijo * step * decrement))
 
         def not_accepted(carry):
-            tries, step, trial, _ = carry
+            tries, step, trial = carry[:3]
             return jnp.any(~state.done & ~sufficient(step, trial)) & (tries < self.max_backtracks)
 
         def backtrack(carry):
-            tries, step, trial, _ = carry
+            tries, step, trial = carry[:3]
             step = jnp.where(sufficient(step, trial) | (tries == 0), step, 0.5 * step)
             return tries + 1, step, *self.merit(state.beta + step[:, None] * direction, data)
 
-        start = (0, jnp.ones_like(value), jnp.full_like(value, jnp.inf), state.eta)
-        _, step, trial, eta = jax.lax.while_loop(not_accepted, backtrack, start)
+        start = (0, jnp.ones_like(value), jnp.full_like(value, jnp.inf), state.eta, state.grad)
+        _, step, trial, eta, trial_grad = jax.lax.while_loop(not_accepted, backtrack, start)
         accepted = sufficient(step, trial)
         move = accepted & ~state.done
         beta = jnp.where(move[:, None], state.beta + step[:, None] * direction, state.beta)
@@ -152,7 +153,8 @@ class Newton:
         # keeps the values before that step
         evaluated = move & jnp.isfinite(trial)
         value, eta = jnp.where(evaluated, trial, value), jnp.where(evaluated[None, :], eta, state.eta)
-        new = NewtonState(beta, decrement, factor, done, value, eta)
+        grad = jnp.where(evaluated[:, None], trial_grad, grad)
+        new = NewtonState(beta, decrement, factor, done, value, eta, grad)
         return new, {"loss": jnp.sum(state.value), "converged": jnp.all(done), "decrement": jnp.max(decrement)}
 
 
@@ -163,11 +165,11 @@ class SubsampledNewton(Newton):
     linearly at a rate set by how closely the subsample's Hessian matches the full one.
     The decrement, and so ``tol``, is measured in the subsample's Hessian."""
 
-    def derivatives(self, beta, data, eta):
-        full, sub = data
+    def hessian(self, beta, data, eta):
+        del eta  # the full data's
+        sub = data[1]
         X, _, offset, _, _, _ = sub
-        grad, _ = self.gradient(beta, full, eta)
-        return grad, self.hessian(sub, self.gradient(beta, sub, predictor(X, beta, offset))[1])
+        return super().hessian(beta, sub, predictor(X, beta, offset))
 
     def merit(self, beta, data):
         return super().merit(beta, data[0])
@@ -190,8 +192,10 @@ class SummedObjective:
         return jnp.sum(self.newton.objective(z.reshape(free.shape) * free, data))
 
 
-def _sum_over_row_blocks(f, rows: int, *arrays):
-    """``sum_k f(*(a[block k] for a in arrays))`` over consecutive blocks of ``rows`` rows.
+def _over_row_blocks(f, rows: int, *arrays):
+    """``f(*blocks) -> (sums, per_row)`` over consecutive blocks of ``rows`` rows of ``arrays``:
+    returns the ``sums`` (a pytree) added over the blocks and the ``per_row`` outputs (a pytree
+    of arrays with a leading block-row axis) put back together, (N, ...).
 
     The products that contract the long axis (``r^T X``, ``X^T diag(c) X``) are summed this
     way: each block's operands stay in cache, where one product over all N rows streams
@@ -199,16 +203,21 @@ def _sum_over_row_blocks(f, rows: int, *arrays):
     N = arrays[0].shape[0]
     rows = min(N, rows)
     full = N // rows
+    sums, tail = f(*(a[full * rows :] for a in arrays))
+    per_row = jax.tree.map(lambda t: jnp.zeros((N, *t.shape[1:]), t.dtype).at[full * rows :].set(t), tail)
 
-    def add_block(i, total):
-        return total + f(*(jax.lax.dynamic_slice_in_dim(a, i * rows, rows) for a in arrays))
+    def add_block(i, carry):
+        total, out = carry
+        block_sums, block_rows = f(*(jax.lax.dynamic_slice_in_dim(a, i * rows, rows) for a in arrays))
+        out = jax.tree.map(lambda o, b: jax.lax.dynamic_update_slice_in_dim(o, b, i * rows, 0), out, block_rows)
+        return jax.tree.map(jnp.add, total, block_sums), out
 
-    return jax.lax.fori_loop(0, full, add_block, f(*(a[full * rows :] for a in arrays)))
+    return jax.lax.fori_loop(0, full, add_block, (sums, per_row))
 
 
 def _transposed_product(r, X):
     """``r^T X`` (m, p) for ``r`` (N, m)."""
-    return _sum_over_row_blocks(lambda r, x: r.T @ x, _PRODUCT_BLOCK_ROWS, r, X)
+    return _over_row_blocks(lambda r, x: (r.T @ x, ()), _PRODUCT_BLOCK_ROWS, r, X)[0]
 
 
 def _gram(X, c):
@@ -218,9 +227,9 @@ def _gram(X, c):
     def block(x, c):
         z = jnp.concatenate([jnp.ones((x.shape[0], 1), x.dtype), x], axis=1)
         # (n, q, m) x (n, q) -> (q, m, q): faster on XLA:CPU than the two-dimensional (c z)^T z
-        return jax.lax.dot_general(z[:, :, None] * c[:, None, :], z, (((0,), (0,)), ((), ())))
+        return jax.lax.dot_general(z[:, :, None] * c[:, None, :], z, (((0,), (0,)), ((), ()))), ()
 
-    return jnp.moveaxis(_sum_over_row_blocks(block, _GRAM_BLOCK_ROWS, X, c), 1, 0)
+    return jnp.moveaxis(_over_row_blocks(block, _GRAM_BLOCK_ROWS, X, c)[0], 1, 0)
 
 
 @jax.custom_vjp
