@@ -108,8 +108,8 @@ def retinal_population(num_bins: int = 200_000, *, rng_key: int = 0) -> Simulate
     """Three retina-like neurons under a full-field white-noise flicker, 1 ms bins.
 
     Two ON cells and one OFF cell with biphasic stimulus filters (100 ms); every cell
-    is refractory, neuron 0 bursts after its refractory period and is excited by
-    neuron 1, and neuron 2 is inhibited by neuron 0. Rates are 15 to 25 spikes/s.
+    has the same history filter, refractory and then bursty; neuron 0 is excited by
+    neuron 1 and neuron 2 is inhibited by neuron 0. Baseline rates are 15 to 25 spikes/s.
     """
     dt = 0.001
     model = PopulationGLM(bases.RaisedCosine(6, 0.1, dt), bases.RaisedCosine(5, 0.05, dt), dt=dt)
