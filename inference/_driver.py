@@ -30,7 +30,7 @@ Info = dict[str, jax.Array]
 class Monitor(NamedTuple):
     """A convergence test carried inside the compiled loop.
 
-    ``init()`` returns the monitor's state; ``update(state, info)`` returns the new
+    ``init()`` returns the monitor's state (NumPy values); ``update(state, info)`` returns the new
     state and a boolean scalar, True once the run has converged.
     """
 
@@ -46,16 +46,16 @@ def absolute_change(key: str, tol: float) -> Monitor:
         value = info[key]
         return value, jnp.abs(value - previous) < tol
 
-    return Monitor(lambda: jnp.asarray(jnp.inf), update)
+    return Monitor(lambda: np.asarray(np.inf), update)
 
 
 @functools.lru_cache(maxsize=16)
 def reported(key: str) -> Monitor:
     """Converged when the step itself says so in ``info[key]`` (a boolean scalar)."""
-    return Monitor(lambda: jnp.asarray(0.0), lambda state, info: (state, info[key]))
+    return Monitor(lambda: np.asarray(0.0), lambda state, info: (state, info[key]))
 
 
-_NEVER = Monitor(lambda: jnp.asarray(0.0), lambda s, info: (s, jnp.asarray(False)))
+_NEVER = Monitor(lambda: np.asarray(0.0), lambda s, info: (s, jnp.asarray(False)))
 
 
 class RunOutput(NamedTuple):
@@ -96,16 +96,17 @@ def run(
     shape = (num_chains,) if batched else ()
     monitor = monitor or _NEVER
     run_chunk = _chunk_runner(step, monitor, objective, chunk_size, batched, sequential_chains)
-    limit = jnp.asarray(max_iter)
-
+    # the loop's own counters and flags start on the host (NumPy): built with JAX, each
+    # would compile a small program of its own on a routine's first call
+    limit = np.asarray(max_iter)
     mstate = monitor.init()
     if batched:
-        mstate = jax.tree.map(lambda x: jnp.broadcast_to(x, shape + jnp.shape(x)), mstate)
-    carry = (state, mstate, jnp.zeros(shape, bool), jnp.zeros(shape, bool), jnp.zeros(shape, int))
+        mstate = jax.tree.map(lambda x: np.broadcast_to(x, shape + np.shape(x)), mstate)
+    carry = (state, mstate, np.zeros(shape, bool), np.zeros(shape, bool), np.zeros(shape, int))
     chunks = []
     with tqdm(total=max_iter, desc=desc, disable=not progress, delay=1.0, leave=False) as bar:
         while True:
-            before = int(np.max(carry[4]))
+            before = int(np.asarray(carry[4]).max())
             carry, info = run_chunk(carry, data, limit)
             chunks.append(jax.device_get(info))
             n_iter, done = np.asarray(carry[4]), np.asarray(carry[2])

@@ -58,7 +58,8 @@ class _Parameterisation:
         ]
         return np.concatenate(parts) if parts else np.zeros(0)
 
-    def leaves(self, z, fixed_leaves) -> list:
+    def leaves(self, z, fixed_leaves, xp=jnp) -> list:
+        """The leaves at ``z``: JAX arrays, or with ``xp=np`` NumPy ones (on the host, compiling nothing)."""
         out, offset, fixed = [], 0, iter(fixed_leaves)
         for free, positive, shape, floor in zip(self.free, self.positive, self.shapes, self.floors, strict=True):
             if not free:
@@ -67,7 +68,7 @@ class _Parameterisation:
             size = int(np.prod(shape))
             value = z[offset : offset + size].reshape(shape)
             offset += size
-            out.append(floor + jnp.exp(value) if positive else value)
+            out.append(floor + xp.exp(value) if positive else value)
         return out
 
     def on_log_scale(self) -> np.ndarray:
@@ -213,7 +214,7 @@ def fit_hyperparameters(
     starts = _starting_points(parameterisation, z0, y_scale, num_restarts, rng_key)
     step = LBFGS(parameterisation)  # a value, not a bound method, so the compiled loop is reused
     data = (X, y, mask, fixed_leaves, inducing_points)
-    state = _init(step, starts, data)
+    state = jax.tree.map(lambda *leaves: np.stack(leaves), *(step.init(z, data) for z in starts))
     out = run(
         step,
         state,
@@ -230,7 +231,7 @@ def fit_hyperparameters(
     best = int(np.argmin(losses))
     if not np.isfinite(losses[best]):
         raise ValueError("the log marginal likelihood is not finite at any restart; check the kernel and the data")
-    leaves = [np.asarray(leaf) for leaf in parameterisation.leaves(out.state.z[best], fixed_leaves)]
+    leaves = parameterisation.leaves(np.asarray(out.state.z[best]), fixed_leaves, xp=np)
     best_gp = jax.tree_util.tree_unflatten(parameterisation.treedef, [_as_python(v) for v in leaves])
     return HyperparameterFit(best_gp, best, losses, out)
 
@@ -276,11 +277,6 @@ def _nuts(parameterisation, num_warmup, num_draws, thinning, z0, data, key):
 
     _, (z, divergent) = jax.lax.scan(draw, state, None, length=num_draws)
     return z, jnp.sum(divergent)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _init(step, starts, data):
-    return jax.vmap(step.init, in_axes=(0, None))(starts, data)
 
 
 def _check_fixed(fixed, names, gp) -> tuple[str, ...]:

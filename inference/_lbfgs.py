@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 class LBFGSState(NamedTuple):
@@ -45,8 +46,9 @@ class LBFGS:
 
     def init(self, z, data) -> LBFGSState:
         del data  # the loss is first evaluated by the first step
-        empty = jnp.zeros((self.memory, z.shape[0]), z.dtype)
-        return LBFGSState(z, jnp.asarray(jnp.inf, z.dtype), jnp.zeros_like(z), empty, empty, jnp.asarray(False))
+        # NumPy constants: on the host, nothing is compiled for them
+        empty = np.zeros((self.memory, z.shape[0]), z.dtype)
+        return LBFGSState(z, np.asarray(np.inf, z.dtype), np.zeros(z.shape, z.dtype), empty, empty, np.asarray(False))
 
     def __call__(self, state: LBFGSState, data):
         # unevaluated (the first step): the gradient is zero, so the direction is too and

@@ -122,8 +122,7 @@ class GaussianProcess:
             raise ValueError(
                 f"noise_variance has {np.shape(self.noise_variance)[0]} values but there are {y.shape[0]} points"
             )
-        noise = jnp.broadcast_to(jnp.asarray(self.noise_variance, X.dtype), y.shape)
-        factor, alpha, jitter, log_ml = _condition(self.kernel, X, y - self.mean, noise)
+        factor, alpha, jitter, log_ml = _condition(self.kernel, X, y, self.mean, self.noise_variance)
         if not np.all(np.isfinite(np.asarray(factor))):
             raise ValueError(
                 "the kernel matrix plus noise is not positive definite even with jitter "
@@ -199,8 +198,9 @@ class ConditionedGP:
 
 
 @jax.jit
-def _condition(kernel, X, residual, noise):
-    matrix = kernel(X) + jnp.diag(noise)
+def _condition(kernel, X, y, mean, noise_variance):
+    residual = y - mean
+    matrix = kernel(X) + jnp.diag(jnp.broadcast_to(jnp.asarray(noise_variance, X.dtype), y.shape))
     factor, jitter = robust_cholesky(matrix)
     alpha = cho_solve((factor, True), residual)
     log_det = 2 * jnp.sum(jnp.log(jnp.diagonal(factor)))
