@@ -194,8 +194,8 @@ class SummedObjective:
 
 def _over_row_blocks(f, rows: int, *arrays):
     """``f(*blocks) -> (sums, per_row)`` over consecutive blocks of ``rows`` rows of ``arrays``:
-    returns the ``sums`` (a pytree) added over the blocks and the ``per_row`` outputs (a pytree
-    of arrays with a leading block-row axis) put back together, (N, ...).
+    returns the ``sums`` (a pytree) added over the blocks, and the ``per_row`` outputs (a
+    pytree of arrays with one leading entry per row of the block) put back together, (N, ...).
 
     The products that contract the long axis (``r^T X``, ``X^T diag(c) X``) are summed this
     way: each block's operands stay in cache, where one product over all N rows streams
