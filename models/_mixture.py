@@ -50,7 +50,11 @@ class GaussianMixture:
         Dirichlet(weight_concentration), means ~ Normal(0, mean_scale) with the
         first coordinate ordered across components (which removes label
         switching), standard deviations ~ HalfNormal(scale_scale), correlations ~
-        LKJ(2). They suit standardised data; rescale them for other units.
+        LKJ(2). They suit standardised data; rescale them for other units. When K
+        is known to be right, a ``weight_concentration`` above d/2 (d parameters
+        per component: 5 for a full 2-D covariance) keeps every component in use
+        (Rousseau & Mengersen 2011); at 1, NUTS warm-up can strand a chain in a
+        mode with an empty component, whose mean then drifts away from the data.
     params : dict, optional
         Fitted parameters in the public form; ``em`` returns a model holding them.
 
