@@ -4,11 +4,12 @@ import jax
 import numpy as np
 from numpyro.diagnostics import split_gelman_rubin
 from numpyro.infer import MCMC, NUTS
+from numpyro.infer.initialization import init_to_uniform, init_to_value
 
 from bayeskit.models._keys import as_key
 
 from ._checks import R_HAT_MAX
-from ._program import as_seed, bind, detect_backend, merge_chains, posterior_groups
+from ._program import BAD_INIT_VALUES, as_seed, bind, check_init_values, detect_backend, merge_chains, posterior_groups
 from ._result import Result
 from ._validation import check_choice, check_positive_int, check_probability
 
@@ -33,6 +34,7 @@ def nuts(
     dense_mass: bool = False,
     max_tree_depth: int = 10,
     chain_method: str = "sequential",
+    init_values: dict | None = None,
     backend=None,
     progress: bool = True,
     **kwargs,
@@ -42,6 +44,13 @@ def nuts(
     Step size and (diagonal or ``dense_mass``) mass matrix are adapted during
     ``num_warmup`` (Stan's windowed scheme). ``chain_method`` is NumPyro's:
     ``"sequential"``, ``"parallel"`` (one device per chain) or ``"vectorized"``.
+
+    Every chain starts from ``init_values`` (a dict of constrained values of latent
+    sites, e.g. a mode found by ``map_estimate`` or EM) where given, and elsewhere from
+    a uniform draw in (-2, 2) on the unconstrained scale (NumPyro's and Pyro's
+    ``init_to_uniform``). A start inside the main mode keeps warm-up out of minor modes
+    (a mixture's empty components); the chains then separate during warm-up, but
+    R-hat no longer tests for other modes that overdispersed starts might have found.
 
     Returns a Result with ``draws`` ``(num_chains, num_samples, ...)`` of every latent
     and deterministic site, ``log_likelihood``, and ``sample_stats`` in ArviZ's names
@@ -80,12 +89,19 @@ def nuts(
             target_accept=target_accept,
             dense_mass=bool(dense_mass),
             max_tree_depth=max_tree_depth,
+            init_values=init_values,
             progress=progress,
         )
     init_key, run_key = jax.random.split(as_key(rng_key))
     program = bind(model, args, kwargs, rng_key=init_key, routine="nuts")
+    start = init_to_uniform
+    if init_values is not None:
+        start = init_to_value(values=check_init_values(init_values, program.latent_shapes))
 
-    kernel = NUTS(model, target_accept_prob=target_accept, dense_mass=dense_mass, max_tree_depth=max_tree_depth)
+    kernel = NUTS(
+        model, target_accept_prob=target_accept, dense_mass=dense_mass, max_tree_depth=max_tree_depth,
+        init_strategy=start,
+    )  # fmt: skip
     mcmc = MCMC(
         kernel,
         num_warmup=num_warmup,
@@ -94,7 +110,12 @@ def nuts(
         chain_method=chain_method,
         progress_bar=progress,
     )
-    mcmc.run(run_key, *args, extra_fields=tuple(_STATS), **kwargs)
+    try:
+        mcmc.run(run_key, *args, extra_fields=tuple(_STATS), **kwargs)
+    except RuntimeError as exc:
+        if init_values is None or "valid initial parameters" not in str(exc):
+            raise
+        raise ValueError(BAD_INIT_VALUES) from exc
 
     grouped = mcmc.get_samples(group_by_chain=True)
     names = list(program.latent_shapes) + list(program.deterministic_names)

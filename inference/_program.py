@@ -190,6 +190,29 @@ def check_latent_sites(latent: dict, observed: dict, routine: str, *, other_back
         )
 
 
+# both backends' samplers fail to start at a value outside a site's support
+BAD_INIT_VALUES = "the log density is not finite at init_values: check that each value lies in its site's support"
+
+
+def check_init_values(init_values, latent_shapes: dict) -> dict[str, np.ndarray]:
+    """``init_values`` as float arrays, each naming a latent site and matching its shape."""
+    if not isinstance(init_values, dict):
+        raise TypeError(f"init_values must be a dict of latent site values, got {type(init_values).__name__}")
+    unknown = sorted(set(init_values) - set(latent_shapes))
+    if unknown:
+        raise ValueError(f"init_values names {unknown}, which are not latent sites; the latent sites are "
+                         f"{list(latent_shapes)}")  # fmt: skip
+    values = {}
+    for name, value in init_values.items():
+        array = np.asarray(value, float)
+        if array.shape != latent_shapes[name]:
+            raise ValueError(f"init_values[{name!r}] must have shape {latent_shapes[name]}, got {array.shape}")
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"init_values[{name!r}] must be finite")
+        values[name] = array
+    return values
+
+
 def _trace(model, args, kwargs, rng_key):
     try:
         # latent sites take values NumPyro's initialisation would give, so improper priors

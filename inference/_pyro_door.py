@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from pyro import poutine
 from pyro.infer import MCMC, NUTS, Trace_ELBO, autoguide
-from pyro.infer.autoguide.initialization import init_to_value
+from pyro.infer.autoguide.initialization import init_to_uniform, init_to_value
 from pyro.poutine.util import site_is_subsample
 
 from . import _driver
@@ -30,7 +30,7 @@ from ._errors import ConvergenceError
 from ._laplace import laplace_result
 from ._map import map_result
 from ._nuts import nuts_result
-from ._program import merge_chains, split_chains
+from ._program import BAD_INIT_VALUES, check_init_values, merge_chains, split_chains
 from ._pyro_program import Optimum, PyroProgram, bind, isolated, lbfgs, robust_cholesky, to_numpy, value_and_grad
 from ._result import Result
 from ._svi import _DECAY_POWER, _INIT_SCALE
@@ -339,6 +339,7 @@ def nuts(
     target_accept: float,
     dense_mass: bool,
     max_tree_depth: int,
+    init_values: dict | None,
     progress: bool,
 ) -> Result:
     """:func:`bayeskit.inference.nuts` for a Pyro program: Pyro's ``NUTS`` kernel run
@@ -346,10 +347,20 @@ def nuts(
     the same seeded RNG stream."""
     with isolated(seed):
         program = bind(model, args, kwargs, routine="nuts")
-        runs = [
-            _run_chain(program, num_warmup, num_samples, target_accept, dense_mass, max_tree_depth, progress)
-            for _ in range(num_chains)  # each chain continues the seeded RNG stream of the one before
-        ]
+        start = init_to_uniform
+        if init_values is not None:
+            dtype = program.init_position.dtype
+            values = check_init_values(init_values, program.latent_shapes)
+            start = init_to_value(values={name: torch.as_tensor(v, dtype=dtype) for name, v in values.items()})
+        try:
+            runs = [
+                _run_chain(program, num_warmup, num_samples, target_accept, dense_mass, max_tree_depth, start, progress)
+                for _ in range(num_chains)  # each chain continues the seeded RNG stream of the one before
+            ]
+        except ValueError as exc:
+            if init_values is None or "valid initial params" not in str(exc):
+                raise
+            raise ValueError(BAD_INIT_VALUES) from exc
         grouped = {name: np.stack([draws[name] for draws, _ in runs]) for name in program.latent_shapes}
         groups = program.posterior_groups(merge_chains(grouped), num_chains=num_chains)
     stats = {key: np.stack([chain_stats[key] for _, chain_stats in runs]) for key in runs[0][1]}
@@ -359,8 +370,11 @@ def nuts(
     )
 
 
-def _run_chain(program, num_warmup, num_samples, target_accept, dense_mass, max_tree_depth, progress):
-    kernel = NUTS(program.model, target_accept_prob=target_accept, full_mass=dense_mass, max_tree_depth=max_tree_depth)
+def _run_chain(program, num_warmup, num_samples, target_accept, dense_mass, max_tree_depth, init_strategy, progress):
+    kernel = NUTS(
+        program.model, target_accept_prob=target_accept, full_mass=dense_mass, max_tree_depth=max_tree_depth,
+        init_strategy=init_strategy,
+    )  # fmt: skip
     recorded = {"acceptance_rate": [], "step_size": [], "lp": []}
     running = [0.0]
 

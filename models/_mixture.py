@@ -53,8 +53,9 @@ class GaussianMixture:
         LKJ(2). They suit standardised data; rescale them for other units. When K
         is known to be right, a ``weight_concentration`` above d/2 (d parameters
         per component: 5 for a full 2-D covariance) keeps every component in use
-        (Rousseau & Mengersen 2011); at 1, NUTS warm-up can strand a chain in a
-        mode with an empty component, whose mean then drifts away from the data.
+        (Rousseau & Mengersen 2011); at 1, NUTS warm-up started at random can strand
+        a chain in a mode with an empty component, whose mean then drifts away from
+        the data. Starting the chains at EM's fit avoids this (:meth:`program_values`).
     params : dict, optional
         Fitted parameters in the public form; ``em`` returns a model holding them.
 
@@ -133,6 +134,26 @@ class GaussianMixture:
         """Akaike information criterion, :math:`-2 \\log L + 2 p` (lower is better)."""
         log_lik = float(np.sum(self.log_prob(params, x)))
         return -2 * log_lik + 2 * self.num_parameters(np.shape(x)[1])
+
+    def program_values(self, params) -> dict[str, np.ndarray]:
+        """``params`` (e.g. EM's ``res.params``) as values of the NumPyro program's latent
+        sites, components ordered by their first mean coordinate as the program orders
+        them: a start for ``nuts(gmm, x, init_values=gmm.program_values(res.params))``."""
+        native, _ = self._checked(params, None)
+        kind = self.covariance_type
+        means = np.asarray(native["means"])
+        order = np.argsort(means[:, 0])
+        covariances = np.asarray(public_covariances(kind, native))[order]
+        scales = np.sqrt(np.diagonal(covariances, axis1=1, axis2=2))
+        values = {"weights": np.asarray(native["weights"])[order], "means_first": means[order, 0]}
+        d = means.shape[1]
+        if d > 1:
+            values["means_rest"] = means[order, 1:]
+        values["scales"] = {"full": scales, "diag": scales, "spherical": scales[:, 0], "tied": scales[0]}[kind]
+        if kind in ("full", "tied") and d > 1:
+            correlation = np.linalg.cholesky(covariances / (scales[:, :, None] * scales[:, None, :]))
+            values["correlation"] = correlation if kind == "full" else correlation[0]
+        return values
 
     # -------------------------------------------------------- the EM protocol
     # Pure functions of native parameters, traced inside the compiled EM loop.

@@ -105,8 +105,11 @@ def _near_the_batch_fit(res):
     assert res.info["log_likelihood"] >= batch.info["log_likelihood"] - 0.02
 
 
+_FAITHFUL_MLE = em(GaussianMixture(2), _FAITHFUL, num_inits=5, progress=False).params
+
+
 def _centred_on_the_mle(res):
-    mle = em(GaussianMixture(2), _FAITHFUL, num_inits=5, progress=False).params
+    mle = _FAITHFUL_MLE
     order = np.argsort(mle["means"][:, 0])  # the program orders components by the first coordinate
     for name in ("weights", "means"):
         draws = res.draws[name].reshape((-1,) + res.draws[name].shape[2:])
@@ -127,13 +130,11 @@ PAIRS += [
     ),
     Pair(
         "gmm/nuts",
-        # Dirichlet(3) weights: above d/2 = 2.5 (d = 5 parameters per component) a posterior
-        # with the right number of components keeps each one in use (Rousseau & Mengersen
-        # 2011); under Dirichlet(1) a chain can be caught in warm-up by a mode with an empty
-        # component, whose mean then drifts with nothing to pull it back
+        # chains started at EM's fit: started at random, warm-up can strand a chain in a mode
+        # with an empty component, whose mean then drifts with nothing to pull it back
         lambda: nuts(
-            GaussianMixture(2, weight_concentration=3.0), _FAITHFUL, num_warmup=500, num_samples=500,
-            num_chains=2, progress=False,
+            GaussianMixture(2), _FAITHFUL, num_warmup=500, num_samples=500, num_chains=2, progress=False,
+            init_values=GaussianMixture(2).program_values(_FAITHFUL_MLE),
         ),  # fmt: skip
         _centred_on_the_mle,
     ),

@@ -102,6 +102,39 @@ def test_same_key_same_draws_different_key_different_draws(name):
     assert not np.array_equal(a.draws["w"], c.draws["w"])
 
 
+def _two_modes():
+    """x is 10 or -10 up to N(0, 1): the modes are ~50 nats apart, so NUTS stays in the
+    one it starts in."""
+    x = numpyro.sample("x", dist.Normal(0.0, 12.0))
+    numpyro.factor("two_modes", jnp.logaddexp(-0.5 * (x - 10.0) ** 2, -0.5 * (x + 10.0) ** 2))
+
+
+@pytest.mark.parametrize("start", [10.0, -10.0])
+def test_nuts_chains_start_from_init_values(start):
+    res = nuts(_two_modes, init_values={"x": start}, rng_key=0, progress=False, **FAST["nuts"][1])
+    draws = res.draws["x"]
+    assert np.all(np.sign(draws) == np.sign(start))
+    assert np.abs(draws.mean() - start) < 0.5
+
+
+@pytest.mark.filterwarnings("ignore:.*Out-of-support values")
+def test_nuts_refuses_bad_init_values():
+    with pytest.raises(ValueError, match=r"init_values names \['v'\], which are not latent sites.*\['w'\]"):
+        nuts(examples.linear_regression, X, y=Y, init_values={"v": np.zeros(2)}, progress=False)
+    with pytest.raises(ValueError, match=r"init_values\['w'\] must have shape \(2,\), got \(3,\)"):
+        nuts(examples.linear_regression, X, y=Y, init_values={"w": np.zeros(3)}, progress=False)
+    with pytest.raises(ValueError, match=r"init_values\['w'\] must be finite"):
+        nuts(examples.linear_regression, X, y=Y, init_values={"w": [0.0, np.nan]}, progress=False)
+    with pytest.raises(TypeError, match="init_values must be a dict"):
+        nuts(examples.linear_regression, X, y=Y, init_values=[0.0, 0.0], progress=False)
+
+    def positive():
+        numpyro.sample("s", dist.HalfNormal(1.0))
+
+    with pytest.raises(ValueError, match="not finite at init_values.*support"):
+        nuts(positive, init_values={"s": -1.0}, progress=False, **FAST["nuts"][1])
+
+
 def test_save_and_load_round_trip(tmp_path):
     res = nuts(examples.linear_regression, X, y=Y, progress=False, **FAST["nuts"][1])
     path = res.save(tmp_path / "fit.nc")

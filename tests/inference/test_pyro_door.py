@@ -163,6 +163,26 @@ def test_nuts_agrees_with_the_closed_form_and_predictive_draws_the_observed_site
     assert abs(prior["w"].std() - 1.0) < 0.1
 
 
+def test_nuts_chains_start_from_init_values():
+    """Modes at +-10 up to N(0, 1), ~50 nats apart: each chain stays where it starts."""
+
+    def two_modes():
+        x = pyro.sample("x", pdist.Normal(torch.tensor(0.0, dtype=torch.float64), 12.0))
+        pyro.factor("two_modes", torch.logaddexp(-0.5 * (x - 10.0) ** 2, -0.5 * (x + 10.0) ** 2))
+
+    for start in (10.0, -10.0):
+        res = nuts(two_modes, init_values={"x": start}, num_warmup=50, num_samples=50, num_chains=1, **QUIET)
+        assert np.all(np.sign(res.draws["x"]) == np.sign(start))
+    with pytest.raises(ValueError, match=r"init_values\['x'\] must have shape \(\), got \(2,\)"):
+        nuts(two_modes, init_values={"x": [1.0, 2.0]}, **QUIET)
+
+    def positive():
+        pyro.sample("s", pdist.HalfNormal(torch.tensor(1.0, dtype=torch.float64)))
+
+    with pytest.raises(ValueError, match="not finite at init_values.*support"):
+        nuts(positive, init_values={"s": -1.0}, num_warmup=10, num_samples=10, num_chains=1, **QUIET)
+
+
 def test_backend_detection_for_functions_modules_and_the_override():
     assert detect_backend(pyro_regression, None) == "pyro"
     assert detect_backend(examples.linear_regression, None) == "numpyro"

@@ -77,6 +77,20 @@ def test_program_likelihood_is_the_mixture_density(iris):
     assert np.all(np.diff(params["means"][:, 0]) > 0)  # the ordered first coordinate
 
 
+def test_program_values_put_the_program_at_the_given_parameters(fitted_sklearn, iris):
+    """Substituted into the program, the site values give back the parameters, with the
+    components in the program's order (increasing first mean coordinate)."""
+    kind, _, params = fitted_sklearn
+    gmm = GaussianMixture(3, covariance_type=kind)
+    values = gmm.program_values(params)
+    trace = handlers.trace(handlers.substitute(handlers.seed(gmm, 0), data=values)).get_trace(iris)
+    order = np.argsort(params["means"][:, 0])
+    for name in ("weights", "means", "covariances"):
+        np.testing.assert_allclose(trace[name]["value"], params[name][order], rtol=1e-10, atol=1e-12)
+    for name, value in values.items():  # every value lies in its site's support
+        assert bool(np.all(trace[name]["fn"].support(value))), name
+
+
 @pytest.mark.parametrize(
     "params, message",
     [
