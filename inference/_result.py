@@ -6,6 +6,7 @@ ArviZ major version changes two files.
 
 import dataclasses
 import importlib
+import io
 import json
 import logging
 import warnings
@@ -19,6 +20,7 @@ import scipy.stats
 import xarray as xr
 
 _DRAW_GROUPS = ("sample_stats", "log_likelihood", "posterior_predictive")
+_WEIGHTS_GROUP = "model_weights"  # a torch model's tensors: torch.save bytes, read with weights_only=True
 
 
 def _arviz():
@@ -105,9 +107,9 @@ class Result:
             "converged": int(bool(self.converged)),
             "info": json.dumps(_jsonable(self.info)),
         }
-        config = _model_config(self.model)
-        if config is not None:
-            attrs["model_config"] = json.dumps(config)
+        state = _model_state(self.model)
+        if state is not None:
+            attrs["model_config"] = json.dumps(state[0])
         groups = {
             name: {k: np.asarray(v) for k, v in getattr(self, name).items()}
             for name in ("draws", "observed_data", *_DRAW_GROUPS)
@@ -159,17 +161,38 @@ class Result:
         return pd.DataFrame({"estimate": pd.Series(rows, dtype=float)})
 
     def save(self, path) -> Path:
-        """Write to netCDF (h5netcdf engine). No pickle: only arrays and JSON."""
+        """Write to one netCDF file (h5netcdf engine). No pickle: only arrays and JSON.
+
+        A model that :meth:`load` can rebuild is written as its class and JSON
+        arguments; a torch model's tensors (a ``DiffusionModel``'s network weights) go
+        in a ``model_weights`` group as the bytes of ``torch.save`` of a state dict.
+        """
         path = Path(path)
-        self.to_inference_data().to_netcdf(str(path), engine="h5netcdf")
+        idata = self.to_inference_data()
+        state = _model_state(self.model)
+        if state is not None and state[1]:
+            import torch  # only a torch model has tensors: other results never import it
+
+            buffer = io.BytesIO()
+            torch.save(state[1], buffer)
+            weights = xr.Dataset({"state_dict": (("byte",), np.frombuffer(buffer.getvalue(), np.uint8))})
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # a group outside ArviZ's schema
+                idata.add_groups({_WEIGHTS_GROUP: weights})
+        idata.to_netcdf(str(path), engine="h5netcdf")
         return path
 
     @classmethod
     def load(cls, path) -> "Result":
         """Read a result written by :meth:`save`.
 
-        ``model`` is rebuilt when it is one of bayeskit's model classes (from its class
-        and arguments, holding the saved ``params``); otherwise it is ``None``.
+        ``model`` is rebuilt when it is one of bayeskit's models: a model dataclass (a
+        GLM, a GaussianMixture, ...) from its class and arguments, holding the saved
+        ``params``; a ``BayesianMLP`` from its arguments (its weights are the saved
+        ``params`` and ``draws``); a ``DiffusionModel`` with an ``MLPDenoiser`` or
+        ``ConvDenoiser`` network from its arguments, schedule, normalisation and the
+        network's weights, read with ``torch.load(..., weights_only=True)``. Otherwise
+        (an analytic score, a network of another class, a user's program) it is ``None``.
         """
         az = _arviz()
         idata = az.from_netcdf(str(path), engine="h5netcdf")
@@ -181,7 +204,7 @@ class Result:
             return {k: np.asarray(v.values) for k, v in idata[name].data_vars.items()}
 
         params = group("params")
-        model = _rebuild_model(attrs, params)
+        model = _rebuild_model(attrs, params, group(_WEIGHTS_GROUP).get("state_dict"))
         return cls(
             method=str(attrs["method"]),
             model=model,
@@ -240,26 +263,44 @@ def class_name(model) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
-def _model_config(model) -> dict | None:
-    """The arguments that rebuild one of bayeskit's model classes (fitted parameters
-    travel in the params group), or None for anything else."""
-    if not _is_our_model(model):
-        return None
-    config = {f.name: _encode(getattr(model, f.name)) for f in dataclasses.fields(model) if f.name != "params"}
-    try:
-        json.dumps(config)
-    except TypeError:
-        return None  # arguments that are objects (a GP's priors): not rebuilt on load
-    return config
+def _model_state(model) -> tuple[dict, dict] | None:
+    """What rebuilds one of bayeskit's models: its JSON-able arguments and a dict of the
+    torch tensors it needs besides (a network's weights; mostly empty), or None for
+    anything else.
+
+    A model dataclass is described by its fields (fitted parameters travel in the
+    params group). A torch model is not a dataclass: its class says what describes it
+    with a ``_config()`` method and a ``_from_config(config, tensors)`` classmethod
+    that rebuilds it; the class is found by its name, so torch is imported only for
+    a torch model.
+    """
+    if _is_our_dataclass(model):
+        config = {f.name: _encode(getattr(model, f.name)) for f in dataclasses.fields(model) if f.name != "params"}
+        try:
+            json.dumps(config)
+        except TypeError:
+            return None  # arguments that are objects (a GP's priors): not rebuilt on load
+        return config, {}
+    if type(model).__module__.startswith("bayeskit.models.") and hasattr(model, "_from_config"):
+        return model._config()
+    return None
 
 
-def _is_our_model(value) -> bool:
+def _is_our_dataclass(value) -> bool:
     return dataclasses.is_dataclass(value) and type(value).__module__.startswith("bayeskit.models")
+
+
+def _our_class(name: str) -> type:
+    """The class a saved file names: only bayeskit's, since loading calls it."""
+    module, _, qualname = name.rpartition(".")
+    if not f"{module}.".startswith("bayeskit.models."):
+        raise ValueError(f"a saved result names the class {name!r}, which is not one of bayeskit's models")
+    return getattr(importlib.import_module(module), qualname)
 
 
 def _encode(value):
     """Arguments that are themselves bayeskit dataclasses (a basis) are written by class and fields."""
-    if _is_our_model(value) and not isinstance(value, type):
+    if _is_our_dataclass(value) and not isinstance(value, type):
         fields = {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
         return {"__class__": class_name(value), **fields}
     return value
@@ -267,19 +308,28 @@ def _encode(value):
 
 def _decode(value):
     if isinstance(value, dict) and "__class__" in value:
-        module, _, name = value["__class__"].rpartition(".")
         fields = {k: _decode(v) for k, v in value.items() if k != "__class__"}
-        return getattr(importlib.import_module(module), name)(**fields)
+        return _our_class(value["__class__"])(**fields)
     return value
 
 
-def _rebuild_model(attrs: dict, params: dict):
+def _rebuild_model(attrs: dict, params: dict, weights: np.ndarray | None):
     if "model_config" not in attrs:
         return None
-    config = {k: _decode(v) for k, v in json.loads(attrs["model_config"]).items()}
-    model = _decode({"__class__": str(attrs["model_class"]), **config})
+    config = json.loads(attrs["model_config"])
+    kind = _our_class(str(attrs["model_class"]))
+    if not dataclasses.is_dataclass(kind):
+        return kind._from_config(config, {} if weights is None else _load_tensors(weights))
+    model = kind(**{k: _decode(v) for k, v in config.items()})
     has_params = any(f.name == "params" for f in dataclasses.fields(model))
     return dataclasses.replace(model, params=params) if has_params and params else model
+
+
+def _load_tensors(weights: np.ndarray) -> dict:
+    import torch  # only a torch model saves tensors
+
+    # weights_only: torch's restricted unpickler, which builds tensors and containers and nothing else
+    return torch.load(io.BytesIO(weights.tobytes()), weights_only=True, map_location="cpu")
 
 
 def _trace_dataset(trace: dict) -> xr.Dataset:

@@ -100,6 +100,25 @@ class BayesianMLP(PyroModule):
         self._precisions = torch.tensor([scale**-2 for scale, _ in self._scales.values()])
         self._prior_constant = -sum(size * (math.log(scale) + 0.5 * _LOG_2PI) for scale, size in self._scales.values())
 
+    def _config(self) -> tuple[dict, dict]:
+        """What rebuilds this network from a saved Result: its constructor's arguments, and no
+        tensors, since every weight is a sample site whose values the Result's params and
+        draws hold."""
+        config = {
+            "in_features": self.in_features,
+            "hidden": list(self.hidden),
+            "out_features": self.out_features,
+            "likelihood": self.likelihood,
+            "prior_scale": self.prior_scale,
+            "activation": self.activation,
+        }
+        return config, {}
+
+    @classmethod
+    def _from_config(cls, config: dict, tensors: dict) -> "BayesianMLP":
+        """The network :meth:`_config` describes (``tensors`` is empty)."""
+        return cls(**config)
+
     def weight_scale(self, fan_in: int) -> float:
         return self.prior_scale / math.sqrt(fan_in)
 

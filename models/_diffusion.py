@@ -40,6 +40,8 @@ SCHEDULES = ("linear", "cosine", "ve")
 SPACINGS = ("linspace", "leading", "trailing")
 DEFAULT_NUM_TIMESTEPS = 1000
 _DEFAULT_NET_SEED = 0  # the default network's initial weights, drawn inside a forked RNG
+_NETS = {"MLPDenoiser": MLPDenoiser, "ConvDenoiser": ConvDenoiser}  # the networks a saved Result rebuilds
+_SCHEDULE_ARRAYS = ("t", "alpha", "sigma", "scale")
 
 __all__ = ["ConvDenoiser", "DiffusionModel", "MLPDenoiser", "Schedule", "TimestepTable"]
 
@@ -436,6 +438,46 @@ class DiffusionModel:
         model._mean, model._std = _frozen(mean), _frozen(std)
         return model
 
+    def _config(self) -> tuple[dict, dict] | None:
+        """What rebuilds this model from a saved Result: JSON-able arguments and a dict of
+        tensors (the network's state dict, and the arrays of a schedule that is not a named
+        one). None for an analytic score or a network of another class: those are code."""
+        net_class = type(self._net).__name__
+        if _NETS.get(net_class) is not type(self._net):
+            return None
+        tensors = {"net": self._net.state_dict()}
+        if not _is_named(self._schedule):
+            tensors["schedule"] = {name: torch.tensor(getattr(self._schedule, name)) for name in _SCHEDULE_ARRAYS}
+        config = {
+            "dim": self._dim,
+            "schedule": {"kind": self._schedule.kind, "num_timesteps": self.num_timesteps},
+            "net": {"class": net_class, **self._net._arguments()},
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "normalize": self._normalize,
+            "mean": None if self._mean is None else self._mean.tolist(),
+            "std": None if self._std is None else self._std.tolist(),
+        }
+        return config, tensors
+
+    @classmethod
+    def _from_config(cls, config: dict, tensors: dict) -> "DiffusionModel":
+        """The model :meth:`_config` describes, its network holding the saved weights."""
+        kind = config["schedule"]["kind"]
+        if "schedule" in tensors:
+            schedule = Schedule(kind, *(_frozen(tensors["schedule"][name].numpy()) for name in _SCHEDULE_ARRAYS))
+        else:
+            schedule = Schedule.named(kind, config["schedule"]["num_timesteps"])
+        arguments = dict(config["net"])
+        with torch.random.fork_rng():  # initial weights, overwritten at once: the caller's RNG is left alone
+            net = _NETS[arguments.pop("class")](**arguments)
+        net = net.to(getattr(torch, config["dtype"]))
+        net.load_state_dict(tensors["net"])
+        model = cls(config["dim"], schedule, net=net, normalize=config["normalize"])
+        if config["mean"] is None:
+            return model
+        # a trained network is frozen, as train_score_model returns it
+        return model.replace(net=model.net.requires_grad_(False), mean=config["mean"], std=config["std"])
+
     def __repr__(self) -> str:
         source = "score_fn" if self._score_fn is not None else f"net={type(self._net).__name__}"
         state = "analytic" if self._score_fn is not None else ("trained" if self.is_trained else "untrained")
@@ -452,6 +494,14 @@ def _owned(net: nn.Module, dim: int, schedule: Schedule) -> nn.Module:
             raise ValueError(f"net maps {net.dim}-dimensional points, the model has dim={dim}")
         return net.bound_to(schedule)
     return net
+
+
+def _is_named(schedule: Schedule) -> bool:
+    """Whether ``schedule`` is ``Schedule.named(kind, num_timesteps)``, which its name and size rebuild."""
+    if schedule.kind not in SCHEDULES:
+        return False
+    named = Schedule.named(schedule.kind, schedule.num_timesteps)
+    return all(np.array_equal(getattr(named, name), getattr(schedule, name)) for name in _SCHEDULE_ARRAYS)
 
 
 def _as_schedule(schedule, num_timesteps) -> Schedule:

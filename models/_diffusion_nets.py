@@ -120,7 +120,7 @@ class MLPDenoiser(_Denoiser):
 
     def __init__(self, dim: int, *, hidden: int = 128, depth: int = 3, embedding_size: int = 32, precondition=True):
         super().__init__(dim, precondition)
-        self.embedding_size = embedding_size
+        self.hidden, self.depth, self.embedding_size = hidden, depth, embedding_size
         self.data = nn.Linear(dim, hidden)
         self.time = nn.Linear(embedding_size, hidden, bias=False)
         layers = []
@@ -130,6 +130,16 @@ class MLPDenoiser(_Denoiser):
         self.head = nn.Linear(hidden, dim)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+
+    def _arguments(self) -> dict:
+        """The constructor's arguments, JSON-able: with a state dict, what rebuilds this network."""
+        return {
+            "dim": self.dim,
+            "hidden": self.hidden,
+            "depth": self.depth,
+            "embedding_size": self.embedding_size,
+            "precondition": self.precondition,
+        }
 
     def forward(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         h = nn.functional.silu(self.data(y) + self.time(sinusoidal_embedding(_distinct(t), self.embedding_size)))
@@ -180,7 +190,7 @@ class ConvDenoiser(_Denoiser):
     ):
         super().__init__(math.prod(image_shape), precondition)
         self.image_shape = tuple(image_shape)
-        self.embedding_size = embedding_size
+        self.channels, self.num_blocks, self.embedding_size = channels, num_blocks, embedding_size
         self.time = nn.Sequential(nn.Linear(embedding_size, 4 * embedding_size), nn.SiLU())
         self.lift = nn.Conv2d(1, channels, 3, padding=1)
         self.blocks = nn.ModuleList(
@@ -190,6 +200,16 @@ class ConvDenoiser(_Denoiser):
         self.project = nn.Conv2d(channels, 1, 3, padding=1)
         nn.init.zeros_(self.project.weight)
         nn.init.zeros_(self.project.bias)
+
+    def _arguments(self) -> dict:
+        """The constructor's arguments, JSON-able: with a state dict, what rebuilds this network."""
+        return {
+            "image_shape": list(self.image_shape),
+            "channels": self.channels,
+            "num_blocks": self.num_blocks,
+            "embedding_size": self.embedding_size,
+            "precondition": self.precondition,
+        }
 
     def forward(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         e = self.time(sinusoidal_embedding(_distinct(t), self.embedding_size))
