@@ -35,3 +35,16 @@ def three_clusters():
     noise = np.einsum("nde,ne->nd", np.linalg.cholesky(covariances)[z], rng.normal(size=(3000, 2)))
     x = means[z] + noise
     return x, {"weights": weights, "means": means, "covariances": covariances}
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules of small torch programs: on a busy two-core machine an OpenMP team of
+    two makes each small op wait for the second core (a 3x3 ``tril`` took 10 ms), which
+    costs time and tells nothing about correctness."""
+    import torch  # only the modules that ask for this fixture use torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -33,15 +33,7 @@ SD = np.sqrt(np.diag(COV))
 QUIET = {"progress": False}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """These programs are tiny: on a busy two-core machine an OpenMP team of two makes
-    each small torch op wait for the second core (a 3x3 ``tril`` took 10 ms), which
-    costs time and tells nothing about correctness."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def pyro_regression(X, y=None):

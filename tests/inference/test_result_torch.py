@@ -21,13 +21,7 @@ from bayeskit.models._diffusion import ConvDenoiser, MLPDenoiser, Schedule
 DIFFUSION_CLASS = "bayeskit.models._diffusion.DiffusionModel"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are small: a second thread costs more in start-up than it saves."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def trained(net, schedule="cosine", num_timesteps=None, dim=2):
