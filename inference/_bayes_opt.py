@@ -137,6 +137,7 @@ class BayesOpt:
         self.surrogate = default_surrogate(self.dim) if surrogate is None else surrogate
         if not isinstance(self.surrogate, GaussianProcess):
             raise TypeError(f"surrogate must be a GaussianProcess, got {type(self.surrogate).__name__}")
+        kernels.check_input_dim(self.surrogate.kernel, self.dim)
         self._draws = _as_draws(self.surrogate)  # the hyperparameters the acquisition averages over
         self._key = as_key(rng_key)
         seed = int(jax.random.randint(self._next_key(), (), 0, 2**31 - 1))
@@ -385,7 +386,11 @@ def bayes_opt(
         raise ValueError("X_init and y_init come together: give both or neither")
     if X_init is not None:
         X_init = np.asarray(X_init, dtype=float)
-        opt.tell(X_init.reshape(-1, opt.dim), np.asarray(y_init, dtype=float).reshape(-1))
+        if X_init.ndim == 1 and opt.dim == 1:
+            X_init = X_init[:, None]  # n points of a one-dimensional problem
+        if X_init.ndim != 2:
+            raise ValueError(f"X_init must be (n, {opt.dim}), got shape {X_init.shape}")
+        opt.tell(X_init, np.asarray(y_init, dtype=float).reshape(-1))
     errors = []
 
     def evaluate(points):

@@ -150,7 +150,7 @@ def bind(model, args: tuple, kwargs: dict, *, rng_key, routine: str) -> Program:
         elif site["type"] != "sample" or site.get("infer", {}).get("is_auxiliary"):
             continue  # params, plates, and numpyro.factor terms (auxiliary, not data)
         elif site["is_observed"]:
-            observed[name] = finite_observation(name, site["value"])
+            observed[name] = checked_observation(name, site["value"], site["fn"].shape())
         else:
             latent[name] = site
     check_latent_sites(latent, observed, routine, other_backend="Pyro")
@@ -223,8 +223,21 @@ def _trace(model, args, kwargs, rng_key):
         raise ValueError(f"the model raised {type(exc).__name__} when run with the given arguments: {exc}") from exc
 
 
-def finite_observation(name, value) -> np.ndarray:
+def checked_observation(name, value, distribution_shape) -> np.ndarray:
+    """An observed site's value, refused if non-finite or if its distribution (batch and
+    event shape, plates included) would broadcast it to a larger shape: a ``(N, 1)``
+    column against an ``(N,)`` plate silently makes an ``N x N`` likelihood."""
     array = np.asarray(value)
+    distribution_shape = tuple(distribution_shape)
+    try:
+        joint = np.broadcast_shapes(array.shape, distribution_shape)
+    except ValueError:
+        joint = None
+    if joint != array.shape:
+        raise ValueError(
+            f"observed site {name!r} has shape {array.shape}, which does not match its distribution's shape "
+            f"{distribution_shape} (plates included); pass it with the distribution's shape"
+        )
     if np.issubdtype(array.dtype, np.number) and not np.all(np.isfinite(array)):
         count = int(np.sum(~np.isfinite(array)))
         raise ValueError(

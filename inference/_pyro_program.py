@@ -26,7 +26,7 @@ from pyro.poutine.util import site_is_subsample
 from tqdm.auto import tqdm
 
 from ._optimize import GTOL
-from ._program import check_latent_sites, finite_observation, split_chains
+from ._program import check_latent_sites, checked_observation, split_chains
 
 
 @contextmanager
@@ -173,7 +173,7 @@ def bind(model, args: tuple, kwargs: dict, *, routine: str) -> PyroProgram:
         elif infer.get("is_auxiliary"):
             continue  # pyro.factor terms: part of the density, not data
         elif site["is_observed"]:
-            observed[name] = finite_observation(name, to_numpy(site["value"]))
+            observed[name] = checked_observation(name, to_numpy(site["value"]), site["fn"].shape())
         else:
             latent[name] = site
     check_latent_sites(latent, observed, routine, other_backend="NumPyro")

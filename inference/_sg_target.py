@@ -26,6 +26,8 @@ from torch.distributions.transforms import IndependentTransform, identity_transf
 
 from bayeskit.models._bnn import BayesianMLP
 
+from ._program import checked_observation
+
 _INIT_RADIUS = 2.0  # uniform(-2, 2) in the unconstrained space, as Stan and NumPyro start
 
 
@@ -102,7 +104,7 @@ def bind_target(model, X, y, *, plate: str, routine: str) -> Target:
         if any(frame.name == plate for frame in site["cond_indep_stack"]):
             in_plate.add(name)
         if site["is_observed"]:
-            observed[name] = site["value"].detach().numpy()
+            observed[name] = checked_observation(name, site["value"].detach().numpy(), site["fn"].shape())
         else:
             latent[name] = site
     if not latent:

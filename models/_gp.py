@@ -20,7 +20,7 @@ from jax.scipy.linalg import cho_solve, solve_triangular
 from ._keys import as_key
 from ._numerics import robust_cholesky
 from ._pytree import is_concrete, register_dataclass
-from .kernels import Kernel
+from .kernels import Kernel, check_input_dim
 
 _LOG_2PI = math.log(2 * math.pi)
 # rows closer than this (relative to the spread of X) count as near-duplicates
@@ -119,6 +119,7 @@ class GaussianProcess:
 
             return _condition_sparse(self, X, y, inducing_points)
         X, y = _check_training_data(X, y)
+        check_input_dim(self.kernel, X.shape[1])
         if np.ndim(self.noise_variance) == 1 and np.shape(self.noise_variance)[0] != y.shape[0]:
             raise ValueError(
                 f"noise_variance has {np.shape(self.noise_variance)[0]} values but there are {y.shape[0]} points"

@@ -54,7 +54,7 @@ from jax.scipy.linalg import solve_triangular
 from ._gp import _LOG_2PI, GaussianProcess, _check_inputs, _check_training_data, _count_near_duplicates
 from ._keys import as_key
 from ._numerics import robust_cholesky
-from .kernels import Kernel
+from .kernels import Kernel, check_input_dim
 
 __all__ = ["SparseConditionedGP", "sparse_log_marginal_likelihood"]
 
@@ -167,6 +167,7 @@ class SparseConditionedGP:
 def _condition_sparse(prior: GaussianProcess, X, y, inducing_points) -> SparseConditionedGP:
     """``prior.condition(X, y, inducing_points=Z)``: validate, factorise once, and keep the ``O(M^2)`` factors."""
     X, y, Z = _validated(X, y, inducing_points, "inducing_points")
+    check_input_dim(prior.kernel, X.shape[1])
     noise = _validated_noise(prior.noise_variance, X.dtype)
     factors = _factorise(prior.kernel, X, y - prior.mean, Z, noise)
     if not np.all(np.isfinite(np.asarray(factors.factor))):

@@ -82,8 +82,22 @@ def _check_positive(kernel, *names):
         if not is_concrete(value):
             continue
         array = np.asarray(value, dtype=float)
-        if array.ndim > 1 or not np.all(np.isfinite(array)) or np.any(array <= 0):
+        if array.ndim > 1 or array.size == 0 or not np.all(np.isfinite(array)) or np.any(array <= 0):
             raise ValueError(f"{name} must be a positive finite scalar or (D,) vector, got {value!r}")
+
+
+def check_input_dim(kernel: Kernel, dim: int) -> None:
+    """An ARD lengthscale (a vector) needs one entry per input column: otherwise it would be
+    broadcast against the columns, or fail deep inside the kernel."""
+    for f in fields(kernel):
+        value = getattr(kernel, f.name)
+        if isinstance(value, Kernel):
+            check_input_dim(value, dim)
+        elif f.name == "lengthscale" and is_concrete(value) and np.ndim(value) == 1 and np.size(value) != dim:
+            raise ValueError(
+                f"{type(kernel).__name__}'s lengthscale has {np.size(value)} entries, but the inputs have {dim} "
+                f"column(s): give one lengthscale per column, or a scalar"
+            )
 
 
 def _pytree(cls):
@@ -222,6 +236,10 @@ class Periodic(Kernel):
 
     def __post_init__(self):
         _check_positive(self, "lengthscale", "period", "variance")
+        for name in ("lengthscale", "period"):  # of the Euclidean distance: one number each
+            if is_concrete(getattr(self, name)) and np.ndim(getattr(self, name)) != 0:
+                raise ValueError(f"Periodic's {name} must be a scalar (the kernel uses the Euclidean distance), "
+                                 f"got {getattr(self, name)!r}")  # fmt: skip
 
     def cross(self, x1, x2):
         d = _safe_sqrt(_scaled_sq_dist(x1, x2, 1.0))

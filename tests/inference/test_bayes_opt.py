@@ -163,3 +163,8 @@ def test_bad_arguments_are_refused():
         bayes_opt(lambda x: 0.0, [(0.0, 1.0)], X_init=[[0.5]], progress=False)
     with pytest.raises(TypeError, match="callable"):
         bayes_opt(3.0, [(0.0, 1.0)])
+    # two 2-D points given for a 4-D problem are refused, not read as one 4-D point
+    with pytest.raises(ValueError, match=r"x must be \(4,\) or \(n, 4\), got shape \(2, 2\)"):
+        bayes_opt(lambda x: 0.0, [(0.0, 1.0)] * 4, X_init=[[0.1, 0.2], [0.3, 0.4]], y_init=[1.0, 2.0])
+    with pytest.raises(ValueError, match="Matern52's lengthscale has 3 entries, but the inputs have 1 column"):
+        BayesOpt([(0.0, 1.0)], surrogate=GaussianProcess(kernels.Matern52([1.0, 1.0, 1.0])))

@@ -30,7 +30,7 @@ FAST = {
 
 @pytest.mark.parametrize("name", sorted(FAST))
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
-def test_non_finite_observations_are_refused(name, bad):
+def test_non_checked_observations_are_refused(name, bad):
     routine, options = FAST[name]
     y = Y.copy()
     y[3] = bad
@@ -100,6 +100,14 @@ def test_same_key_same_draws_different_key_different_draws(name):
     c = routine(examples.linear_regression, X, y=Y, rng_key=4, progress=False, **options)
     np.testing.assert_array_equal(a.draws["w"], b.draws["w"])
     assert not np.array_equal(a.draws["w"], c.draws["w"])
+
+
+@pytest.mark.parametrize("bad_y", [Y[:, None], Y[:-1]], ids=["column", "short"])
+def test_observations_that_the_distribution_would_broadcast_are_refused(bad_y):
+    """A (N, 1) column against an (N,) plate would silently make an N x N likelihood."""
+    with pytest.raises(ValueError, match=r"observed site 'y' has shape \(\d+,( 1)?\), which does not match its "
+                                         r"distribution's shape \(30,\)"):  # fmt: skip
+        map_estimate(examples.linear_regression, X, y=bad_y, progress=False)
 
 
 def _two_modes():

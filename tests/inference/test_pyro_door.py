@@ -155,6 +155,11 @@ def test_nuts_agrees_with_the_closed_form_and_predictive_draws_the_observed_site
     assert abs(prior["w"].std() - 1.0) < 0.1
 
 
+def test_an_observation_the_plate_would_broadcast_is_refused():
+    with pytest.raises(ValueError, match=r"observed site 'y' has shape \(60, 1\).*shape \(60,\)"):
+        map_estimate(pyro_regression, X, Y[:, None], **QUIET)
+
+
 def test_nuts_chains_start_from_init_values():
     """Modes at +-10 up to N(0, 1), ~50 nats apart: each chain stays where it starts."""
 

@@ -99,6 +99,8 @@ def test_inputs_repeated_five_times_with_tiny_noise_still_predict(data):
         (lambda: kernels.RBF(lengthscale=0.0), "lengthscale"),
         (lambda: kernels.Matern52(lengthscale=np.array([1.0, -1.0])), "lengthscale"),
         (lambda: kernels.Periodic(period=np.nan), "period"),
+        (lambda: kernels.RBF(lengthscale=np.ones(0)), "lengthscale"),
+        (lambda: kernels.Periodic(lengthscale=[1.0, 1.0]), "Periodic's lengthscale must be a scalar"),
         (lambda: GaussianProcess(kernels.RBF(), noise_variance=-1.0), "noise_variance"),
         (lambda: GaussianProcess("rbf"), "kernel"),
         (lambda: kernels.RBF() + 1.0, "Constant"),
@@ -121,6 +123,16 @@ def test_bad_hyperparameters_are_refused(make, message):
 def test_bad_data_is_refused(X, y, message):
     with pytest.raises(ValueError, match=message):
         GaussianProcess(kernels.RBF()).condition(X, y)
+
+
+def test_an_ard_lengthscale_needs_one_entry_per_input_column():
+    """Two lengthscales on one column would be broadcast (inputs read as two copies) rather than refused."""
+    X, y = np.linspace(0, 1, 8), np.zeros(8)
+    message = r"RBF's lengthscale has 2 entries, but the inputs have 1 column\(s\)"
+    with pytest.raises(ValueError, match=message):
+        GaussianProcess(kernels.RBF([1.0, 1.0])).condition(X, y)
+    with pytest.raises(ValueError, match=message):
+        GaussianProcess(kernels.Constant() * kernels.RBF([1.0, 1.0])).condition(X, y, inducing_points=X[::2])
 
 
 def test_per_point_noise_must_match_the_data():
