@@ -195,8 +195,12 @@ class GLM:
         return {"intercept": coefficients[..., 0], "weights": coefficients[..., 1:]}
 
     def spike_probability(self, params, X, y):
-        """P(y >= 1) for each observation: ``(N, 1)``."""
-        eta = np.asarray(X, float) @ np.asarray(params["weights"]) + params["intercept"]
+        """P(y >= 1) for each observation: ``(N, 1)``; ``X`` and ``y`` are checked as for a fit."""
+        problem = self.linear_problem(X, y)
+        weights = np.asarray(params["weights"])
+        if problem.X.shape[1] != weights.shape[-1]:
+            raise ValueError(f"X has {problem.X.shape[1]} columns, but the fit has {weights.shape[-1]} weights")
+        eta = problem.X @ weights + params["intercept"]
         return np.asarray(self.event_probability(jnp.asarray(eta)))[:, None]
 
     # --- the GLM as a NumPyro program -------------------------------------------------

@@ -297,6 +297,8 @@ class PopulationGLM:
         return out
 
     def _coefficients(self, params, n: int) -> np.ndarray:
+        if np.size(params["intercept"]) != n:
+            raise ValueError(f"params are for {np.size(params['intercept'])} neurons, but spikes has {n} columns")
         parts = [np.reshape(params["intercept"], (n, 1)), np.reshape(params["stimulus_weights"], (n, -1))]
         if self.history_basis is not None:
             parts.append(np.reshape(params["coupling_weights"], (n, -1)))

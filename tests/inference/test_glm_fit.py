@@ -210,6 +210,27 @@ def test_time_rescaling_accepts_the_fitted_model_and_rejects_one_without_history
     assert any(c.name == "time_rescaling" and c.status == "fail" for c in diagnose(memoryless).checks)
 
 
+def test_time_rescaling_checks_the_recording_it_is_given(population):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 2))
+    y = rng.poisson(np.exp(0.3 * X[:, 0])).astype(float)
+    fit = fit_glm(GLM("poisson"), X, y, progress=False)
+    bad = y.copy()
+    bad[3] = np.nan
+    with pytest.raises(ValueError, match="y must be finite"):  # not dropped as a bin without a spike
+        time_rescaling_test(fit, X, bad)
+    bad[3] = -3
+    with pytest.raises(ValueError, match="non-negative integer"):
+        time_rescaling_test(fit, X, bad)
+    with pytest.raises(ValueError, match="y must have shape"):
+        time_rescaling_test(fit, X, y[:-1])
+    with pytest.raises(ValueError, match="X has 1 columns, but the fit has 2 weights"):
+        time_rescaling_test(fit, X[:, :1], y)
+    sim, res = population
+    with pytest.raises(ValueError, match="params are for 3 neurons, but spikes has 2 columns"):
+        time_rescaling_test(res, sim.stimulus[:1000], sim.spikes[:1000, :2])
+
+
 def test_uncoupled_population_holds_cross_couplings_at_zero(population):
     sim, _ = population
     uncoupled = dataclasses.replace(sim.model, coupling=False)
