@@ -261,7 +261,8 @@ def online_em(
         A model with the EM protocol (see :func:`em`).
     batches_or_x : array (N, D) or iterable of arrays (B, D)
         An array is shuffled and cut into ``batch_size`` rows each epoch (the last
-        batch may be shorter); an iterable is used in its own order. For
+        batch may be shorter); an iterable (a list included) is used in its own order,
+        each batch 2-D: a list of 1-D arrays is refused, as it could be rows or batches. For
         ``num_epochs > 1`` it must be re-iterable (a list, not a generator).
     batch_size : int, optional
         Rows per batch when an array is given (default 256, at most N).
@@ -298,7 +299,7 @@ def online_em(
     rng_key, shuffle_key = jax.random.split(as_key(rng_key))
 
     full_x = None
-    if _is_array(batches_or_x):
+    if isinstance(batches_or_x, np.ndarray | jax.Array):
         full_x, _, warnings = _check_data(model, batches_or_x, None)
         size = min(256, full_x.shape[0]) if batch_size is None else check_positive_int("batch_size", batch_size)
         batches = _shuffled_batches(full_x, size, num_epochs, shuffle_key)
@@ -421,12 +422,6 @@ def _repairs(at_start: np.ndarray, during: np.ndarray) -> list[dict]:
     for i, t, k in zip(*np.nonzero(flags), strict=True):
         records.append({"init": int(i), "iteration": int(t) + 1, "component": int(k)})
     return records
-
-
-def _is_array(value) -> bool:
-    return isinstance(value, np.ndarray | jax.Array) or (
-        isinstance(value, list | tuple) and len(value) > 0 and np.ndim(value[0]) == 1
-    )
 
 
 def _as_float_matrix(name: str, value) -> np.ndarray:
