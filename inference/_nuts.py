@@ -70,6 +70,8 @@ def nuts(
     max_tree_depth = check_positive_int("max_tree_depth", max_tree_depth)
     target_accept = check_probability("target_accept", target_accept)
     chain_method = check_choice("chain_method", chain_method, ("sequential", "parallel", "vectorized"))
+    if not isinstance(dense_mass, bool):
+        raise TypeError(f"dense_mass must be a bool, got {type(dense_mass).__name__} {dense_mass!r}")
     if detect_backend(model, backend) == "pyro":
         if chain_method != "sequential":
             raise ValueError(
@@ -87,7 +89,7 @@ def nuts(
             num_chains=num_chains,
             seed=as_seed(rng_key),
             target_accept=target_accept,
-            dense_mass=bool(dense_mass),
+            dense_mass=dense_mass,
             max_tree_depth=max_tree_depth,
             init_values=init_values,
             progress=progress,
@@ -112,10 +114,10 @@ def nuts(
     )
     try:
         mcmc.run(run_key, *args, extra_fields=tuple(_STATS), **kwargs)
-    except RuntimeError as exc:
-        if init_values is None or "valid initial parameters" not in str(exc):
+    except (RuntimeError, ValueError) as exc:
+        if init_values is None:
             raise
-        raise ValueError(BAD_INIT_VALUES) from exc
+        raise ValueError(BAD_INIT_VALUES.format(exc)) from exc
 
     grouped = mcmc.get_samples(group_by_chain=True)
     names = list(program.latent_shapes) + list(program.deterministic_names)

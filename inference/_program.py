@@ -190,8 +190,8 @@ def check_latent_sites(latent: dict, observed: dict, routine: str, *, other_back
         )
 
 
-# both backends' samplers fail to start at a value outside a site's support
-BAD_INIT_VALUES = "the log density is not finite at init_values: check that each value lies in its site's support"
+# what both backends' samplers raise when they cannot start from init_values
+BAD_INIT_VALUES = "NUTS could not start from init_values ({}): check that each value lies in its site's support"
 
 
 def check_init_values(init_values, latent_shapes: dict) -> dict[str, np.ndarray]:

@@ -357,10 +357,10 @@ def nuts(
                 _run_chain(program, num_warmup, num_samples, target_accept, dense_mass, max_tree_depth, start, progress)
                 for _ in range(num_chains)  # each chain continues the seeded RNG stream of the one before
             ]
-        except ValueError as exc:
-            if init_values is None or "valid initial params" not in str(exc):
+        except (RuntimeError, ValueError) as exc:
+            if init_values is None:
                 raise
-            raise ValueError(BAD_INIT_VALUES) from exc
+            raise ValueError(BAD_INIT_VALUES.format(exc)) from exc
         grouped = {name: np.stack([draws[name] for draws, _ in runs]) for name in program.latent_shapes}
         groups = program.posterior_groups(merge_chains(grouped), num_chains=num_chains)
     stats = {key: np.stack([chain_stats[key] for _, chain_stats in runs]) for key in runs[0][1]}

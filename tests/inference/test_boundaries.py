@@ -139,8 +139,17 @@ def test_nuts_refuses_bad_init_values():
     def positive():
         numpyro.sample("s", dist.HalfNormal(1.0))
 
-    with pytest.raises(ValueError, match="not finite at init_values.*support"):
+    with pytest.raises(ValueError, match="could not start from init_values.*support"):
         nuts(positive, init_values={"s": -1.0}, progress=False, **FAST["nuts"][1])
+
+    def scaled():
+        s = numpyro.sample("s", dist.Normal(0.0, 1.0))
+        numpyro.sample("t", dist.Normal(0.0, s))
+
+    with pytest.raises(ValueError, match="could not start from init_values"):  # not from inside Normal
+        nuts(scaled, init_values={"s": -1.0}, progress=False, **FAST["nuts"][1])
+    with pytest.raises(TypeError, match="dense_mass must be a bool, got str"):
+        nuts(examples.linear_regression, X, y=Y, dense_mass="yes", progress=False)
 
 
 def test_save_and_load_round_trip(tmp_path):

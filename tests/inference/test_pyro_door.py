@@ -176,7 +176,7 @@ def test_nuts_chains_start_from_init_values():
     def positive():
         pyro.sample("s", pdist.HalfNormal(torch.tensor(1.0, dtype=torch.float64)))
 
-    with pytest.raises(ValueError, match="not finite at init_values.*support"):
+    with pytest.raises(ValueError, match="could not start from init_values.*support"):
         nuts(positive, init_values={"s": -1.0}, num_warmup=10, num_samples=10, num_chains=1, **QUIET)
 
 
