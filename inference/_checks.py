@@ -76,20 +76,30 @@ def diagnostic_sites(idata) -> list[str]:
 
 
 def _varying(idata):
-    """The diagnostic sites without constant components (ESS and R-hat are undefined there)."""
+    """The diagnostic sites that are finite and not constant (ESS and R-hat are undefined otherwise)."""
     posterior = idata.posterior
-    return posterior[[name for name in diagnostic_sites(idata) if float(posterior[name].std()) > 0]]
+
+    def varies(name):
+        values = np.asarray(posterior[name], float)
+        return bool(np.all(np.isfinite(values)) and values.std() > 0)
+
+    return posterior[[name for name in diagnostic_sites(idata) if varies(name)]]
 
 
 def sampling_checks(idata, context) -> list[Check]:
     if "posterior" not in idata.groups():
         return []
     az = _arviz()
+    checks = []
+    counts = {name: np.sum(~np.isfinite(np.asarray(idata.posterior[name], float))) for name in diagnostic_sites(idata)}
+    nonfinite = {name: int(count) for name, count in counts.items() if count}
+    if nonfinite:  # the checks below leave these sites out
+        checks.append(Check("finite_draws", "fail", float(sum(nonfinite.values())), 0.0,
+                            f"NaN or inf draws per site: {nonfinite}"))  # fmt: skip
     posterior = _varying(idata)
     if not posterior.data_vars:
-        return []
+        return checks
     chains = posterior.sizes["chain"]
-    checks = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if chains >= 2:

@@ -27,6 +27,14 @@ def test_stuck_chains_fail_r_hat_and_ess():
     assert not report.ok
 
 
+def test_non_finite_draws_fail_rather_than_drop_out():
+    draws = np.random.default_rng(2).normal(size=(2, 1000))
+    draws[0, 3] = np.inf
+    report = diagnose(Result(method="test", draws={"x": draws, "y": np.full((2, 1000), np.nan)}))
+    assert report["finite_draws"].status == "fail" and report["finite_draws"].value == 2001
+    assert "'x': 1" in report["finite_draws"].message and not report.ok
+
+
 def test_pareto_khat_separates_good_from_bad_approximations():
     rng = np.random.default_rng(2)
     z = rng.normal(size=4000)
