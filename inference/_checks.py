@@ -310,8 +310,11 @@ def _reference_draws(reference, ours: dict) -> dict[str, np.ndarray]:
     if not common:
         raise ValueError(f"reference names none of the posterior's variables {sorted(ours)}; got {sorted(reference)}")
     for name, values in common.items():
-        if values.shape[1:] != ours[name].shape[2:]:
-            raise ValueError(f"reference[{name!r}] must have shape (n, *{ours[name].shape[2:]}), got {values.shape}")
+        if values.ndim == 0 or values.shape[1:] != ours[name].shape[2:] or len(values) == 0:
+            raise ValueError(f"reference[{name!r}] must have shape (n, *{ours[name].shape[2:]}) with n >= 1, "
+                             f"got {values.shape}")  # fmt: skip
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"reference[{name!r}] contains {int(np.sum(~np.isfinite(values)))} NaN or inf values")
     return common
 
 

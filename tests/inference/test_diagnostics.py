@@ -33,6 +33,11 @@ def test_non_finite_draws_fail_rather_than_drop_out():
     report = diagnose(Result(method="test", draws={"x": draws, "y": np.full((2, 1000), np.nan)}))
     assert report["finite_draws"].status == "fail" and report["finite_draws"].value == 2001
     assert "'x': 1" in report["finite_draws"].message and not report.ok
+    good = Result(method="test", draws={"x": draws[:, 4:]})
+    with pytest.raises(ValueError, match=r"reference\['x'\] contains 1 NaN or inf"):
+        diagnose(good, reference=np.r_[np.nan, np.zeros(99)])
+    with pytest.raises(ValueError, match=r"reference\['x'\] must have shape \(n, \*\(\)\) with n >= 1"):
+        diagnose(good, reference=np.zeros(0))
 
 
 def test_pareto_khat_separates_good_from_bad_approximations():
