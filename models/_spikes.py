@@ -234,8 +234,15 @@ class PopulationGLM:
                 continue
             if not hasattr(basis, "matrix"):
                 raise TypeError(f"{name} must be a basis from bayeskit.models.bases, got {type(basis).__name__}")
-        if not (isinstance(self.dt, int | float) and math.isfinite(self.dt) and self.dt > 0):
+        if isinstance(self.dt, bool) or not (
+            isinstance(self.dt, int | float) and math.isfinite(self.dt) and self.dt > 0
+        ):
             raise ValueError(f"dt must be a finite number > 0 (seconds), got {self.dt!r}")
+        for name in ("stimulus_basis", "history_basis"):
+            basis_dt = getattr(getattr(self, name), "dt", self.dt)  # a basis carries its bin width
+            if not math.isclose(basis_dt, self.dt, rel_tol=1e-9):
+                raise ValueError(f"{name} has bins of dt={basis_dt} s but the model's dt is {self.dt} s: "
+                                 "its filters would span a different time than the basis says")  # fmt: skip
 
     @property
     def glm(self) -> GLM:

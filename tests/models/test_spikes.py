@@ -95,6 +95,8 @@ def test_bad_input_is_named():
         bases.RaisedCosine(8, 0.005, 0.001)
     with pytest.raises(ValueError, match="nonlinearity"):
         LNP(5, nonlinearity="relu")
+    with pytest.raises(ValueError, match=r"history_basis has bins of dt=0.002 s but the model's dt is 0.001 s"):
+        PopulationGLM(basis, bases.RaisedCosine(4, 0.05, 0.002), dt=0.001)
 
 
 def test_psth_of_the_true_model_explains_the_recorded_one():
