@@ -1,5 +1,7 @@
 """Posterior and prior predictive draws of a program's observed sites."""
 
+import contextlib
+
 import numpy as np
 from numpyro.infer import Predictive
 
@@ -39,21 +41,49 @@ def predictive(res: Result, *args, num_samples=None, rng_key=0, backend=None, **
     if detect_backend(res.model, backend) == "pyro":
         from . import _pyro_door  # torch is imported only once a Pyro program arrives
 
-        draws = _pyro_door.predictive(res.model, merge_chains(latents), observed, args, kwargs, seed=as_seed(rng_key))
-        return split_chains(draws, num_chains)
-    draws = Predictive(res.model, posterior_samples=merge_chains(latents), return_sites=observed)(
-        as_key(rng_key), *args, **kwargs
-    )
-    return split_chains({k: draws[k] for k in observed}, num_chains)
+        with _model_errors():
+            draws = _pyro_door.predictive(
+                res.model, merge_chains(latents), observed, args, kwargs, seed=as_seed(rng_key)
+            )
+        return _finite(split_chains(draws, num_chains))
+    with _model_errors():
+        draws = Predictive(res.model, posterior_samples=merge_chains(latents), return_sites=observed)(
+            as_key(rng_key), *args, **kwargs
+        )
+    return _finite(split_chains({k: draws[k] for k in observed}, num_chains))
 
 
 def prior_predictive(model, *args, num_samples: int = 1000, rng_key=0, backend=None, **kwargs) -> dict[str, np.ndarray]:
     """Draws of every sample site of ``model(*args, **kwargs)`` from the prior,
     ``(1, num_samples, *shape)``. Pass the observed sites as ``None`` to draw them."""
     num_samples = check_positive_int("num_samples", num_samples)
+    if not callable(model):
+        raise TypeError(f"model must be a callable NumPyro or Pyro program, got {type(model).__name__}")
     if detect_backend(model, backend) == "pyro":
         from . import _pyro_door  # torch is imported only once a Pyro program arrives
 
-        return _pyro_door.prior_predictive(model, args, kwargs, num_samples=num_samples, seed=as_seed(rng_key))
-    draws = Predictive(model, num_samples=num_samples)(as_key(rng_key), *args, **kwargs)
-    return split_chains(draws, 1)
+        with _model_errors():
+            draws = _pyro_door.prior_predictive(model, args, kwargs, num_samples=num_samples, seed=as_seed(rng_key))
+        return _finite(draws)
+    with _model_errors():
+        draws = Predictive(model, num_samples=num_samples)(as_key(rng_key), *args, **kwargs)
+    return _finite(split_chains(draws, 1))
+
+
+@contextlib.contextmanager
+def _model_errors():
+    """An error inside the program is reported as one of the arguments it was given."""
+    try:
+        yield
+    except Exception as exc:
+        raise ValueError(f"the model raised {type(exc).__name__} when run with the given arguments: {exc}") from exc
+
+
+def _finite(draws: dict) -> dict[str, np.ndarray]:
+    """Draws, refused when any is NaN or inf: the mark of NaN or inf among the arguments."""
+    draws = {name: np.asarray(value) for name, value in draws.items()}
+    bad = {name: int(np.sum(~np.isfinite(v))) for name, v in draws.items() if np.issubdtype(v.dtype, np.number)}
+    bad = {name: count for name, count in bad.items() if count}
+    if bad:
+        raise ValueError(f"predictive draws are NaN or inf ({bad} per site): check the arguments for NaN or inf")
+    return draws

@@ -181,6 +181,12 @@ def test_predictive_draws_the_observed_site_for_new_inputs():
     prior = prior_predictive(examples.linear_regression, X, num_samples=300)
     assert prior["w"].shape == (1, 300, 2) and prior["y"].shape == (1, 300, 30)
     assert abs(prior["w"].std() - 1.0) < 0.1
+    with pytest.raises(ValueError, match=r"predictive draws are NaN or inf \(\{'y': 400\} per site\)"):
+        predictive(res, np.array([[np.nan, 0.0], [0.0, 2.0]]))
+    with pytest.raises(ValueError, match="the model raised TypeError when run with the given arguments"):
+        predictive(res, x_new[:, :1])
+    with pytest.raises(TypeError, match="model must be a callable"):
+        prior_predictive(None, X)
 
 
 def test_pyro_functions_are_recognised_by_the_module_they_call():
