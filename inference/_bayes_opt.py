@@ -129,6 +129,8 @@ class BayesOpt:
         self.bounds = _check_bounds(bounds)
         self.dim = self.bounds.shape[0]
         self.acquisition = check_choice("acquisition", acquisition, ACQUISITIONS)
+        if not isinstance(minimize, bool | np.bool_):
+            raise TypeError(f"minimize must be a bool, got {type(minimize).__name__} {minimize!r}")
         self.minimize = bool(minimize)
         self.hyperparameters = check_choice("hyperparameters", hyperparameters, HYPERPARAMETERS)
         self.num_initial = check_positive_int("num_initial", num_initial)
@@ -168,6 +170,8 @@ class BayesOpt:
         """
         x = np.asarray(x, dtype=float)
         x = x[None] if x.ndim == 1 else x
+        if y is None or (isinstance(y, list | tuple) and any(v is None for v in y)):
+            raise TypeError("y must be numbers (NaN or inf for a failed evaluation), got None")
         y = np.atleast_1d(np.asarray(y, dtype=float))
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x must be ({self.dim},) or (n, {self.dim}), got shape {np.shape(x)}")
@@ -406,9 +410,14 @@ def bayes_opt(
     initial = max(num_initial - len(opt.y), 0)
     if initial:
         evaluate(opt.ask(initial))
-    for _ in tqdm(range(num_iterations), desc="bayes_opt", disable=not progress, delay=1.0, leave=False):
-        evaluate(opt.ask(batch_size))
-    res = opt.result()
+    try:
+        for _ in tqdm(range(num_iterations), desc="bayes_opt", disable=not progress, delay=1.0, leave=False):
+            evaluate(opt.ask(batch_size))
+        res = opt.result()
+    except ValueError as exc:
+        if not errors or np.isfinite(opt.y).any():
+            raise
+        raise ValueError(f"{exc}; the last evaluation raised {errors[-1]['error']}") from exc
     res.info["errors"] = errors
     return res
 

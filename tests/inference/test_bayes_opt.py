@@ -168,3 +168,10 @@ def test_bad_arguments_are_refused():
         bayes_opt(lambda x: 0.0, [(0.0, 1.0)] * 4, X_init=[[0.1, 0.2], [0.3, 0.4]], y_init=[1.0, 2.0])
     with pytest.raises(ValueError, match="Matern52's lengthscale has 3 entries, but the inputs have 1 column"):
         BayesOpt([(0.0, 1.0)], surrogate=GaussianProcess(kernels.Matern52([1.0, 1.0, 1.0])))
+    with pytest.raises(TypeError, match="minimize must be a bool"):
+        BayesOpt([(0.0, 1.0)], minimize="no")
+    with pytest.raises(TypeError, match="y must be numbers"):
+        opt.tell(np.array([0.5]), None)
+    # when every evaluation raised, the error says what the objective raised
+    with pytest.raises(ValueError, match="every evaluation so far failed.*the last evaluation raised TypeError"):
+        bayes_opt(lambda x: np.ones(2), [(0.0, 1.0)], num_initial=2, num_iterations=1, progress=False)
