@@ -113,6 +113,7 @@ def em(
         ``num_parameters``, ``total_weight`` and ``warnings`` about the data.
     """
     started = time.perf_counter()
+    _check_model(model)
     max_iter = check_positive_int("max_iter", max_iter)
     tol = check_positive_float("tol", tol, allow_zero=True)
     num_inits = check_positive_int("num_inits", num_inits)
@@ -287,6 +288,7 @@ def online_em(
         ``log_likelihood`` on all of it.
     """
     started = time.perf_counter()
+    _check_model(model, online=True)
     num_epochs = check_positive_int("num_epochs", num_epochs)
     num_inits = check_positive_int("num_inits", num_inits)
     check_choice("init", init, INITS)
@@ -448,6 +450,17 @@ def _checked_batches(batches):
         if batch.shape[1] != width:
             raise ValueError(f"batch {index} has {batch.shape[1]} columns, the first batch had {width}")
         yield jnp.asarray(batch)
+
+
+_PROTOCOL = ("prepare", "initialize", "e_step", "m_step", "repair", "lower_bound", "with_params", "num_parameters")
+
+
+def _check_model(model, *, online: bool = False) -> None:
+    missing = [name for name in _PROTOCOL + ("interpolate_stats",) * online if not hasattr(model, name)]
+    if missing:
+        raise TypeError(
+            f"model must implement the EM protocol (e.g. GaussianMixture(3)); {type(model).__name__} lacks {missing}"
+        )
 
 
 def _check_data(model, x, weights):

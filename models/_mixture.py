@@ -93,12 +93,12 @@ class GaussianMixture:
 
     def log_prob(self, params, x) -> np.ndarray:
         """Log density of each row of ``x``: shape ``(N,)``."""
-        native, x = self._checked(params, x)
+        native, x = self._checked(params, _given(x))
         return np.asarray(_log_mixture(self.covariance_type, native, self.prepare(x)))
 
     def responsibilities(self, params, x) -> np.ndarray:
         """Posterior component probabilities :math:`p(z_n = k \\mid x_n)`: shape ``(N, K)``."""
-        native, x = self._checked(params, x)
+        native, x = self._checked(params, _given(x))
         log_joint = _log_joint(self.covariance_type, native, self.prepare(x))
         return np.asarray(jnp.exp(log_joint - logsumexp(log_joint, axis=1, keepdims=True)))
 
@@ -364,8 +364,8 @@ class GaussianMixture:
         native = {"weights": jnp.asarray(weights), "means": jnp.asarray(means), "covariances": _native(self, covs)}
         if x is not None:
             x = np.asarray(x, float)
-            if x.ndim != 2 or x.shape[1] != d:
-                raise ValueError(f"x must have shape (N, {d}) to match params['means'], got {x.shape}")
+            if x.ndim != 2 or x.shape[1] != d or x.shape[0] == 0:
+                raise ValueError(f"x must have shape (N, {d}) with N >= 1 to match params['means'], got {x.shape}")
             if not np.all(np.isfinite(x)):
                 raise ValueError("x contains NaN or inf")
             x = jnp.asarray(x)
@@ -377,6 +377,13 @@ jax.tree_util.register_dataclass(
     data_fields=["params"],
     meta_fields=["n_components", "covariance_type", "weight_concentration", "mean_scale", "scale_scale"],
 )
+
+
+def _given(x):
+    """Data for a method that needs it (``_checked`` reads None as "no data")."""
+    if x is None:
+        raise TypeError("x must be an array of shape (N, D), got None")
+    return x
 
 
 class _SortedNormal(dist.Distribution):

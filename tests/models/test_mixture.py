@@ -108,6 +108,16 @@ def test_bad_parameters_are_refused(params, message):
         GaussianMixture(2).log_prob(params, np.zeros((3, 2)))
 
 
+def test_methods_that_take_data_refuse_none_and_empty_data(fitted_sklearn):
+    _, _, params = fitted_sklearn
+    gmm = GaussianMixture(3, covariance_type="full")
+    with pytest.raises(TypeError, match=r"x must be an array of shape \(N, D\), got None"):
+        gmm.log_prob(params, None)
+    for method in (gmm.bic, gmm.aic, gmm.predict):
+        with pytest.raises(ValueError, match=r"x must have shape \(N, 4\) with N >= 1"):
+            method(params, np.zeros((0, 4)))
+
+
 def test_parameters_must_match_the_covariance_type():
     full = {"weights": [0.5, 0.5], "means": np.zeros((2, 2)), "covariances": np.stack([[[1, 0.3], [0.3, 1]]] * 2)}
     with pytest.raises(ValueError, match="diagonal"):
