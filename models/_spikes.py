@@ -338,6 +338,23 @@ class PopulationGLM:
         # inhibition (negative entries) cannot feed a burst: the Perron root of the excitatory part
         return float(np.max(np.abs(np.linalg.eigvals(np.maximum(gain, 0.0)))))
 
+    def _checked_params(self, params, stim_dim: int) -> dict:
+        """``params`` (e.g. ``res.params`` of a fit) as finite float arrays of this model's sizes."""
+        names = ("intercept", "stimulus_weights") + (() if self.history_basis is None else ("coupling_weights",))
+        if not isinstance(params, dict) or not set(names) <= set(params):
+            raise ValueError(f"params must be a dict with {list(names)} (e.g. res.params of fit_glm)")
+        values = {name: np.asarray(params[name], float) for name in names}
+        n = values["intercept"].size
+        k_s, k_h = self._num_basis
+        sizes = {"intercept": n, "stimulus_weights": n * stim_dim * k_s, "coupling_weights": n * n * k_h}
+        for name, value in values.items():
+            if value.size != sizes[name]:
+                raise ValueError(f"params[{name!r}] has {value.size} values; {n} neurons with a {stim_dim}-column "
+                                 f"stimulus need {sizes[name]}")  # fmt: skip
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"params[{name!r}] must be finite")
+        return {**params, **values}
+
     def _stimulus_drive(self, params, stimulus) -> np.ndarray:
         """``b_i + (k_i * s)_t`` in log spikes/s, (T, n)."""
         features = bases.convolve(stimulus, self.stimulus_basis).reshape(stimulus.shape[0], -1)
@@ -351,6 +368,7 @@ class PopulationGLM:
         a rate overflows: the fitted couplings then excite without bound.
         """
         stimulus = _check_stimulus(stimulus)
+        params = self._checked_params(params, stimulus.shape[1])
         ratio = self.branching_ratio(params, stimulus)
         if ratio >= 1:
             warnings.warn(

@@ -72,6 +72,12 @@ def test_simulation_follows_the_rate_and_flags_unstable_couplings():
     assert pop.branching_ratio(loud) >= 1
     with pytest.warns(RuntimeWarning, match="branching ratio"), pytest.raises(FloatingPointError, match="overflow"):
         pop.simulate(loud, np.zeros(20_000), rng_key=0)
+    with pytest.raises(ValueError, match=r"params must be a dict with \['intercept', 'stimulus_weights'"):
+        pop.simulate({"intercept": np.zeros(2)}, np.zeros(100))
+    with pytest.raises(ValueError, match=r"params\['stimulus_weights'\] has 6 values; 2 neurons with a 2-column"):
+        pop.simulate(quiet, np.zeros((100, 2)))
+    with pytest.raises(ValueError, match=r"params\['intercept'\] must be finite"):
+        pop.simulate(dict(quiet, intercept=np.array([np.nan, 0.0])), np.zeros(100))
 
 
 def test_bad_input_is_named():
