@@ -10,6 +10,7 @@ network itself.
 
 import itertools
 import math
+from numbers import Integral
 
 import pyro
 import pyro.distributions as dist
@@ -60,22 +61,27 @@ class BayesianMLP(PyroModule):
         activation: str = "relu",
     ):
         super().__init__()
+        if not isinstance(hidden, list | tuple):
+            raise TypeError(f"hidden must be a tuple of layer widths, e.g. (50,), got {hidden!r}")
         hidden = tuple(hidden)
         sizes = {"in_features": (in_features,), "out_features": (out_features,), "hidden": hidden}
         for name, values in sizes.items():
-            if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+            if any(isinstance(v, bool) or not isinstance(v, Integral) or v < 1 for v in values):
                 raise ValueError(f"{name} must be positive ints, got {values if name == 'hidden' else values[0]!r}")
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
-        if not (isinstance(prior_scale, int | float) and math.isfinite(prior_scale) and prior_scale > 0):
+        if isinstance(prior_scale, bool) or not (
+            isinstance(prior_scale, int | float) and math.isfinite(prior_scale) and prior_scale > 0
+        ):
             raise ValueError(f"prior_scale must be a finite number > 0, got {prior_scale!r}")
         if likelihood == "bernoulli" and out_features != 1:
             raise ValueError(f"a bernoulli likelihood needs out_features=1, got {out_features}")
         if likelihood == "categorical" and out_features < 2:
             raise ValueError(f"a categorical likelihood needs out_features >= 2 classes, got {out_features}")
-        self.in_features, self.hidden, self.out_features = in_features, hidden, out_features
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.hidden = tuple(int(width) for width in hidden)
         self.likelihood, self.prior_scale, self.activation = likelihood, float(prior_scale), activation
         sizes = (in_features, *hidden, out_features)
         self.layers = PyroModule[nn.ModuleList]([PyroModule[nn.Linear](a, b) for a, b in itertools.pairwise(sizes)])

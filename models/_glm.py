@@ -89,7 +89,9 @@ class GLM:
         if link not in LINKS[self.family]:
             raise ValueError(f"link for family {self.family!r} must be one of {LINKS[self.family]}, got {link!r}")
         object.__setattr__(self, "link", link)
-        if not (isinstance(self.alpha, int | float) and math.isfinite(self.alpha) and self.alpha > 0):
+        if isinstance(self.alpha, bool) or not (
+            isinstance(self.alpha, int | float) and math.isfinite(self.alpha) and self.alpha > 0
+        ):
             raise ValueError(f"alpha must be a finite number > 0, got {self.alpha!r}")
         if self.prior_scale is not None and not (math.isfinite(self.prior_scale) and self.prior_scale > 0):
             raise ValueError(f"prior_scale must be None or a finite number > 0, got {self.prior_scale!r}")

@@ -29,7 +29,7 @@ class _Basis:
             raise ValueError(f"n_basis must be an int >= 1, got {self.n_basis!r}")
         for name in ("window", "dt"):
             value = getattr(self, name)
-            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            if isinstance(value, bool) or not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0 (seconds), got {value!r}")
         if self.length < self.n_basis:
             raise ValueError(
@@ -114,7 +114,7 @@ class BSpline(_Basis):
 
     def __post_init__(self):
         super().__post_init__()
-        if not isinstance(self.degree, int) or self.degree < 0:
+        if isinstance(self.degree, bool) or not isinstance(self.degree, int | np.integer) or self.degree < 0:
             raise ValueError(f"degree must be an int >= 0, got {self.degree!r}")
         if self.n_basis < self.degree + 1:
             raise ValueError(f"n_basis must be >= degree + 1 = {self.degree + 1}, got {self.n_basis}")

@@ -124,6 +124,9 @@ def test_ising_grid_defines_the_ising_energy():
     edges = [((i, j), (i, j + 1)) for i in range(2) for j in range(2)] + [((0, j), (1, j)) for j in range(3)]
     energy = sum(0.7 * spins[a] * spins[b] for a, b in edges) + np.sum(np.arange(6.0).reshape(2, 3) / 10 * spins)
     assert log_p[state] == pytest.approx(energy, abs=1e-12)
+    # sizes may be NumPy integers, as from a shape or a loop over an array
+    assert ising_grid(np.int64(2), 2).freeze().num_variables == 4
+
 
 
 def test_spin_glass_is_reproducible_and_potts_has_its_states():

@@ -72,10 +72,12 @@ def test_prior_scales_with_fan_in():
         (dict(in_features=3, likelihood="categorical", out_features=1), "2 classes"),
         (dict(in_features=3, prior_scale=-1.0), "prior_scale"),
         (dict(in_features=3, activation="gelu"), "activation"),
+        (dict(in_features=3, prior_scale=True), "prior_scale"),
+        (dict(in_features=3, hidden=5), "hidden must be a tuple"),
     ],
 )
 def test_bad_arguments(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises((ValueError, TypeError), match=match):
         BayesianMLP(**kwargs)
 
 

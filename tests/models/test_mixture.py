@@ -142,3 +142,5 @@ def test_model_arguments_are_checked():
         GaussianMixture(2, "banded")
     with pytest.raises(ValueError, match="mean_scale"):
         GaussianMixture(2, mean_scale=-1.0)
+    with pytest.raises(ValueError, match="weight_concentration must be a finite number > 0, got True"):
+        GaussianMixture(2, weight_concentration=True)
