@@ -320,6 +320,11 @@ def _setup(model, X, y, batch_size, step_size, preconditioner, plate, rng_key, r
 def _tensors(model, X, y):
     from bayeskit.models._bnn import BayesianMLP
 
+    for name, value in (("X", X), ("y", y)):
+        try:
+            torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TypeError(f"{name} must be a numeric array or tensor, got {type(value).__name__}") from exc
     if isinstance(model, BayesianMLP):
         X, y = model.check_data(X, y)
     else:

@@ -206,6 +206,8 @@ def test_bad_input():
     bad[3, 1] = np.nan
     with pytest.raises(ValueError, match=r"X contains 1 non-finite"):
         robbins_monro(net, bad, y, batch_size=5, progress=False)
+    with pytest.raises(TypeError, match="X must be a numeric array or tensor, got NoneType"):
+        robbins_monro(net, None, y, batch_size=5, progress=False)
     with pytest.raises(ValueError, match=r"class labels in \[0, 3\)"):
         sgld(net, X, np.full(10, 3), batch_size=5, progress=False)
     with pytest.raises(ValueError, match="batch_size must be at most the 10 data points, got 64"):
