@@ -197,6 +197,8 @@ class Result:
         az = _arviz()
         idata = az.from_netcdf(str(path), engine="h5netcdf")
         attrs = result_attrs(idata)
+        if "method" not in attrs:
+            raise ValueError(f"{path} was not written by Result.save: it records no method")
 
         def group(name):
             if name not in idata.groups():

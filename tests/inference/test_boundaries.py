@@ -167,6 +167,13 @@ def test_save_and_load_round_trip(tmp_path):
     loaded = Result.load(fit.save(tmp_path / "laplace.nc"))
     np.testing.assert_array_equal(loaded.params["w"], fit.params["w"])
     np.testing.assert_array_equal(loaded.trace["loss"], fit.trace["loss"])
+    foreign = res.to_inference_data()
+    for group in foreign.groups():
+        foreign[group].attrs.pop("method", None)
+    foreign.attrs.pop("method", None)
+    foreign.to_netcdf(str(tmp_path / "foreign.nc"), engine="h5netcdf")
+    with pytest.raises(ValueError, match="was not written by Result.save"):
+        Result.load(tmp_path / "foreign.nc")
 
 
 def test_predictive_draws_the_observed_site_for_new_inputs():
