@@ -51,6 +51,8 @@ def exact_marginals(fg: FactorGraph | FrozenFactorGraph, evidence: Mapping | Non
     >>> exact_marginals(fg, evidence={"b": 1})["a"].round(4)
     array([0.0508, 0.9492])
     """
+    if not isinstance(fg, FactorGraph | FrozenFactorGraph):
+        raise TypeError(f"fg must be a bayeskit.graphs.FactorGraph, got {type(fg).__name__}")
     frozen = fg.freeze() if isinstance(fg, FactorGraph) else fg
     answer = junction_tree(frozen, log_evidence(frozen, evidence))
     return dict(zip(frozen.variables, answer.marginals, strict=True))

@@ -307,6 +307,9 @@ def online_em(
         batches = _shuffled_batches(full_x, size, num_epochs, shuffle_key)
         num_batches = num_epochs * math.ceil(full_x.shape[0] / size)
     else:
+        if not isinstance(batches_or_x, Iterable):
+            raise TypeError(f"batches_or_x must be an array (N, D) or an iterable of batches, got "
+                            f"{type(batches_or_x).__name__}")  # fmt: skip
         if batch_size is not None:
             raise ValueError("batch_size applies to an array; an iterable of batches is used as it comes")
         if num_epochs > 1 and iter(batches_or_x) is batches_or_x:
@@ -402,6 +405,8 @@ def select_n_components(
     their values and the choice.
     """
     check_choice("criterion", criterion, CRITERIA)
+    if not isinstance(candidates, Iterable):
+        raise TypeError(f"candidates must be an iterable of component counts, e.g. range(1, 7), got {candidates!r}")
     candidates = list(candidates)
     if not candidates:
         raise ValueError("candidates must name at least one number of components, got none")

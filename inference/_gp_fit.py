@@ -282,6 +282,8 @@ def _nuts(parameterisation, num_warmup, num_draws, thinning, z0, data, key):
 def _check_fixed(fixed, names, gp) -> tuple[str, ...]:
     if isinstance(fixed, str):
         fixed = (fixed,)
+    if not isinstance(fixed, list | tuple | set | frozenset):
+        raise TypeError(f"fixed must be a tuple of hyperparameter names from {names}, got {fixed!r}")
     fixed = tuple(fixed)
     unknown = [name for name in fixed if name not in names]
     if unknown:

@@ -152,6 +152,10 @@ def convolve(signal, basis, *, first_lag: int = 0) -> np.ndarray:
     signal = signal[:, None] if signal.ndim == 1 else signal
     if signal.ndim != 2 or matrix.ndim != 2:
         raise ValueError(f"signal must be (T,) or (T, d) and the basis (L, K); got {signal.shape} and {matrix.shape}")
+    if isinstance(first_lag, bool) or not isinstance(first_lag, int | np.integer) or first_lag < 0:
+        raise ValueError(f"first_lag must be an int >= 0, got {first_lag!r}")
+    if not (np.all(np.isfinite(signal)) and np.all(np.isfinite(matrix))):
+        raise ValueError("signal and basis must be finite (no NaN or inf)")
     T = signal.shape[0]
     if matrix.shape[0] + first_lag > T:
         raise ValueError(f"the basis spans {matrix.shape[0] + first_lag} bins, longer than the recording of {T} bins")

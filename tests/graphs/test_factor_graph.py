@@ -44,6 +44,8 @@ def test_bad_factors_are_rejected(variables, table, match):
 
 
 def test_bad_variables_and_log_tables_are_rejected():
+    with pytest.raises(TypeError, match="fg must be a bayeskit.graphs.FactorGraph, got NoneType"):
+        exact_marginals(None)
     fg = _pair()
     with pytest.raises(ValueError, match="already"):
         fg.add_variable("a", 2)

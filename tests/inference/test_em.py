@@ -162,6 +162,10 @@ def test_online_em_checks_its_inputs(three_clusters):
         online_em(GaussianMixture(3), [x[:100], np.full((10, 2), np.nan)], progress=False)
     with pytest.raises(TypeError, match="EM protocol"):
         online_em(None, x, progress=False)
+    with pytest.raises(TypeError, match="batches_or_x must be an array"):
+        online_em(GaussianMixture(3), 3.0, progress=False)
+    with pytest.raises(TypeError, match="candidates must be an iterable"):
+        select_n_components(x, candidates=3, progress=False)
     # rows of one array, or batches of one-dimensional data? Neither is guessed
     with pytest.raises(ValueError, match=r"batch 0 must be 2-D \(points, dimensions\), got shape \(40,\)"):
         online_em(GaussianMixture(2), [x[:40, 0], x[40:80, 0]], progress=False)

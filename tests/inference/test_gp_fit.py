@@ -163,11 +163,12 @@ def test_diagnose_reports_jitter_and_loo():
         ({"num_restarts": 0}, "num_restarts"),
         ({"fixed": ("kernel.nope",)}, "unknown hyperparameters"),
         ({"fixed": ("kernel.lengthscale", "kernel.variance", "noise_variance", "mean")}, "nothing to fit"),
+        ({"fixed": None}, "fixed must be a tuple of hyperparameter names"),
     ],
 )
 def test_bad_arguments_are_refused(kwargs, message):
     X = np.linspace(0, 1, 5)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, TypeError), match=message):
         fit_gp(GaussianProcess(kernels.RBF(1.0), 0.1), X, X, progress=False, **kwargs)
 
 

@@ -101,6 +101,10 @@ def test_bad_input_is_named():
         bases.RaisedCosine(8, 0.005, 0.001)
     with pytest.raises(ValueError, match="nonlinearity"):
         LNP(5, nonlinearity="relu")
+    with pytest.raises(ValueError, match="first_lag must be an int >= 0, got -1"):
+        bases.convolve(np.zeros(100), basis, first_lag=-1)
+    with pytest.raises(ValueError, match="signal and basis must be finite"):
+        bases.convolve(np.r_[np.nan, np.zeros(99)], basis)
     with pytest.raises(ValueError, match=r"history_basis has bins of dt=0.002 s but the model's dt is 0.001 s"):
         PopulationGLM(basis, bases.RaisedCosine(4, 0.05, 0.002), dt=0.001)
 
