@@ -717,6 +717,9 @@ def _target_values(target_log_prob: Callable, x: np.ndarray) -> np.ndarray:
     values = np.asarray(target_log_prob(x), dtype=float)
     if values.shape != (len(x),):
         raise ValueError(f"target_log_prob must return shape ({len(x)},) for {len(x)} draws, got {values.shape}")
+    bad = np.isnan(values) | (values == np.inf)  # -inf is a draw outside the target's support
+    if np.any(bad):
+        raise ValueError(f"target_log_prob returned NaN or +inf for {int(bad.sum())} of {len(x)} draws")
     return values
 
 

@@ -159,6 +159,8 @@ class GLM:
 
     def check_response(self, y, name: str = "y") -> np.ndarray:
         """``y`` as a float array after checking it lies in the family's support."""
+        if y is None:
+            raise TypeError(f"{name} must be an array of responses, got None")
         y = np.asarray(y, dtype=float)
         if not np.all(np.isfinite(y)):
             raise ValueError(f"{name} must be finite; found {int(np.sum(~np.isfinite(y)))} NaN or infinite values")

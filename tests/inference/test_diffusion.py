@@ -444,6 +444,8 @@ def test_bad_input_gets_errors_that_name_the_argument():
         sample(model, 10, condition=(np.array([True, False]), np.array([np.nan, 0.0])), progress=False)
     with pytest.raises(ValueError, match="target_log_prob needs method='ode'"):
         sample(model, 10, method="ddim", target_log_prob=lambda x: x[:, 0], progress=False)
+    with pytest.raises(ValueError, match="target_log_prob returned NaN or \\+inf for 10 of 10 draws"):
+        sample(model, 10, method="ode", num_steps=2, target_log_prob=lambda x: np.full(len(x), np.nan), progress=False)
     with pytest.raises(ValueError, match=r"x must have shape \(n, 2\)"):
         log_likelihood(model, np.zeros(2), progress=False)
     with pytest.raises(ValueError, match="divergence must be one of"):

@@ -162,6 +162,8 @@ def test_bad_input_is_named():
         fit_glm(GLM("poisson"), X, [0, 1, 0.5, 2, 0], progress=False)
     with pytest.raises(ValueError, match="y must be finite"):
         fit_glm(GLM("poisson"), X, [0, 1, np.nan, 2, 0], progress=False)
+    with pytest.raises(TypeError, match="y must be an array of responses, got None"):
+        fit_glm(GLM("poisson"), X, None, progress=False)
     with pytest.raises(ValueError, match="y must have shape"):
         fit_glm(GLM("poisson"), X, [0, 1, 2], progress=False)
     with pytest.raises(ValueError, match="0/1"):
