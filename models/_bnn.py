@@ -18,6 +18,8 @@ import torch
 from pyro.nn import PyroModule, PyroSample
 from torch import nn
 
+from ._numerics import is_positive_number
+
 LIKELIHOODS = ("gaussian", "bernoulli", "categorical")
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
 NOISE_PRIOR_SCALE = 1.0  # HalfNormal scale of the Gaussian observation noise, in units of standardised y
@@ -72,9 +74,7 @@ class BayesianMLP(PyroModule):
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
-        if isinstance(prior_scale, bool) or not (
-            isinstance(prior_scale, int | float) and math.isfinite(prior_scale) and prior_scale > 0
-        ):
+        if not is_positive_number(prior_scale):
             raise ValueError(f"prior_scale must be a finite number > 0, got {prior_scale!r}")
         if likelihood == "bernoulli" and out_features != 1:
             raise ValueError(f"a bernoulli likelihood needs out_features=1, got {out_features}")

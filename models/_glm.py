@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaln, xlogy
 
+from ._numerics import is_positive_number
+
 FAMILIES = ("poisson", "bernoulli", "gaussian", "negative_binomial")
 # the first link is the default: canonical, except for the negative binomial, whose
 # canonical link needs a negative predictor; log is what statsmodels and nemos use
@@ -89,9 +91,7 @@ class GLM:
         if link not in LINKS[self.family]:
             raise ValueError(f"link for family {self.family!r} must be one of {LINKS[self.family]}, got {link!r}")
         object.__setattr__(self, "link", link)
-        if isinstance(self.alpha, bool) or not (
-            isinstance(self.alpha, int | float) and math.isfinite(self.alpha) and self.alpha > 0
-        ):
+        if not is_positive_number(self.alpha):
             raise ValueError(f"alpha must be a finite number > 0, got {self.alpha!r}")
         if self.prior_scale is not None and not (math.isfinite(self.prior_scale) and self.prior_scale > 0):
             raise ValueError(f"prior_scale must be None or a finite number > 0, got {self.prior_scale!r}")

@@ -21,6 +21,7 @@ from jax.scipy.special import logsumexp
 from numpyro.distributions import constraints
 
 from ._keys import as_key
+from ._numerics import is_positive_number
 
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
 INITS = ("kmeans++", "kmeans", "random")
@@ -86,7 +87,7 @@ class GaussianMixture:
             raise ValueError(f"covariance_type must be one of {COVARIANCE_TYPES}, got {self.covariance_type!r}")
         for name in ("weight_concentration", "mean_scale", "scale_scale"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            if not is_positive_number(value):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
     # ---------------------------------------------------------------- public API

@@ -1,9 +1,15 @@
 """Numerical building blocks shared by every model and routine (models never import inference, so they live here)."""
 
+import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+
+def is_positive_number(value) -> bool:
+    """A finite real number > 0, booleans excluded (``True`` is an int to Python)."""
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value) and value > 0
 
 
 class CholeskyResult(NamedTuple):

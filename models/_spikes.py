@@ -20,6 +20,7 @@ import numpy as np
 from . import bases
 from ._glm import GLM, LinearProblem, observation_vector
 from ._keys import as_key
+from ._numerics import is_positive_number
 
 _POISSON = GLM("poisson")
 
@@ -234,9 +235,7 @@ class PopulationGLM:
                 continue
             if not hasattr(basis, "matrix"):
                 raise TypeError(f"{name} must be a basis from bayeskit.models.bases, got {type(basis).__name__}")
-        if isinstance(self.dt, bool) or not (
-            isinstance(self.dt, int | float) and math.isfinite(self.dt) and self.dt > 0
-        ):
+        if not is_positive_number(self.dt):
             raise ValueError(f"dt must be a finite number > 0 (seconds), got {self.dt!r}")
         for name in ("stimulus_basis", "history_basis"):
             basis_dt = getattr(getattr(self, name), "dt", self.dt)  # a basis carries its bin width

@@ -15,6 +15,8 @@ import numpy as np
 import scipy.interpolate
 import scipy.signal
 
+from ._numerics import is_positive_number
+
 
 @dataclass(frozen=True)
 class _Basis:
@@ -29,7 +31,7 @@ class _Basis:
             raise ValueError(f"n_basis must be an int >= 1, got {self.n_basis!r}")
         for name in ("window", "dt"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            if not is_positive_number(value):
                 raise ValueError(f"{name} must be a finite number > 0 (seconds), got {value!r}")
         if self.length < self.n_basis:
             raise ValueError(
