@@ -453,7 +453,7 @@ def _lbfgs_start(newton: Newton, beta0, arrays, max_iter: int, progress: bool) -
     lbfgs = LBFGS(SummedObjective(newton), gtol=0.0, ftol=1e-9)
     z0 = jnp.asarray(beta0).ravel()
     out = run(lbfgs, lbfgs.init(z0, arrays), data=arrays, max_iter=10 * max_iter, objective="loss",
-              monitor=reported("converged"), progress=progress, desc="fit_glm (L-BFGS)")  # fmt: skip
+              monitor=reported("done"), progress=progress, desc="fit_glm (L-BFGS)")  # fmt: skip
     beta = np.asarray(out.state.z).reshape(beta0.shape) * np.asarray(arrays[4])
     return beta if np.all(np.isfinite(beta)) else beta0
 

@@ -177,13 +177,13 @@ def fit_gp(
         model=fitted,
         params=fitted.hyperparameters(),
         trace={"loss": fit.run.trace["loss"]},
-        converged=bool(fit.run.converged[best]),
+        converged=bool(fit.converged[best]),
         info={
             "log_marginal_likelihood": posterior.log_marginal_likelihood,
             "log_prior": -float(fit.losses[best]) - posterior.log_marginal_likelihood,
             "restart_losses": fit.losses.tolist(),
             "best_restart": best,
-            "restarts_converged": np.asarray(fit.run.converged).tolist(),
+            "restarts_converged": fit.converged.tolist(),
             "num_iterations": np.asarray(fit.run.n_iter).tolist(),
             "jitter": posterior.jitter,
             "near_duplicates": posterior.near_duplicates,
@@ -198,6 +198,7 @@ class HyperparameterFit(NamedTuple):
     gp: GaussianProcess  # the best restart's hyperparameters (NumPy leaves, not re-validated)
     best: int
     losses: np.ndarray  # final loss per restart (inf where it failed)
+    converged: np.ndarray  # per restart: a convergence test passed (not merely stopped)
     run: RunOutput
 
 
@@ -221,7 +222,7 @@ def fit_hyperparameters(
         data=data,
         max_iter=max_iter,
         objective="loss",
-        monitor=reported("converged"),
+        monitor=reported("done"),
         num_chains=num_restarts,
         sequential_chains=True,  # one factorisation at a time anyway; a converged restart then stops costing
         progress=progress,
@@ -233,7 +234,8 @@ def fit_hyperparameters(
         raise ValueError("the log marginal likelihood is not finite at any restart; check the kernel and the data")
     leaves = parameterisation.leaves(np.asarray(out.state.z[best]), fixed_leaves, xp=np)
     best_gp = jax.tree_util.tree_unflatten(parameterisation.treedef, [_as_python(v) for v in leaves])
-    return HyperparameterFit(best_gp, best, losses, out)
+    converged = np.asarray(out.state.converged) & ~np.asarray(out.failed)
+    return HyperparameterFit(best_gp, best, losses, converged, out)
 
 
 def sample_hyperparameters(gp, X, y, mask, rng_key, *, num_warmup, num_draws, thinning, noise_floor=0.0):

@@ -50,6 +50,15 @@ def test_fit_gp_recovers_known_hyperparameters():
         assert nearby.condition(X, y).log_marginal_likelihood < best
 
 
+def test_a_fit_that_stops_without_a_decrease_is_not_reported_as_converged():
+    # outputs near 1e150 put the loss near overflow: the line search finds no decrease
+    # from any start, and the run stops there rather than at an optimum
+    rng = np.random.default_rng(0)
+    X = rng.uniform(size=(30, 1))
+    res = fit_gp(GaussianProcess(kernels.RBF(1.0)), X, 1e150 * np.sin(6 * X[:, 0]), progress=False)
+    assert not res.converged and not any(res.info["restarts_converged"])
+
+
 def test_priors_make_it_a_map_fit_and_fixed_holds_values(ard_data):
     X, y = ard_data
     prior = dist.LogNormal(np.log(0.05), 0.3)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from bayeskit.inference import _driver
+from bayeskit.inference._lbfgs import LBFGS
 from bayeskit.models._numerics import log_normalize, robust_cholesky
 
 
@@ -101,3 +102,32 @@ def test_python_driver_stops_at_a_non_finite_objective():
 
     out = _driver.run_python(step, 0, range(10), objective="f", progress=False)
     assert bool(out.failed) and out.state == 0 + 1 + 2 and out.trace["f"].shape == (3,)
+
+
+def _lbfgs_run(loss, z0):
+    lbfgs = LBFGS(loss)
+    return _driver.run(
+        lbfgs, lbfgs.init(z0, None), max_iter=100, objective="loss", monitor=_driver.reported("done"), progress=False
+    )
+
+
+def test_lbfgs_converges_on_a_quadratic():
+    out = _lbfgs_run(lambda z, _: jnp.sum((z - jnp.array([1.0, -2.0])) ** 2), np.zeros(2))
+    assert bool(out.state.converged)
+    np.testing.assert_allclose(out.state.z, [1.0, -2.0], atol=1e-6)
+
+
+def test_lbfgs_stops_without_converging_where_no_step_decreases_a_loss_that_is_not_flat():
+    # flat to round-off: 1e20 + (z - 1)^2 cannot change by any representable amount
+    flat = _lbfgs_run(lambda z, _: 1e20 + jnp.sum((z - 1.0) ** 2), np.zeros(1))
+    assert bool(flat.state.done) and bool(flat.state.converged)
+
+    # a gradient that points uphill: no step decreases the loss, which is far from flat there
+    @jax.custom_jvp
+    def misleading(z):
+        return jnp.sum(z**2)
+
+    misleading.defjvp(lambda primals, tangents: (misleading(primals[0]), -2 * primals[0] @ tangents[0]))
+    stalled = _lbfgs_run(lambda z, _: misleading(z), np.ones(2))
+    assert bool(stalled.state.done) and not bool(stalled.state.converged)
+    np.testing.assert_allclose(stalled.state.z, [1.0, 1.0])  # it never moved
