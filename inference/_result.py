@@ -20,6 +20,7 @@ import scipy.stats
 import xarray as xr
 
 _DRAW_GROUPS = ("sample_stats", "log_likelihood", "posterior_predictive")
+_GROUPS = ("params", "draws", "marginals", "trace", "info", "observed_data", *_DRAW_GROUPS)
 _WEIGHTS_GROUP = "model_weights"  # a torch model's tensors: torch.save bytes, read with weights_only=True
 
 
@@ -77,6 +78,15 @@ class Result:
     posterior_predictive: dict = field(default_factory=dict)
     # the class of a model that ``load`` could not rebuild, so its registered checks still run
     _model_class: str = field(default="", repr=False)
+
+    def __post_init__(self):
+        if not isinstance(self.method, str) or not self.method:
+            raise TypeError(f"method must be the routine's name (a non-empty str), got {self.method!r}")
+        if not isinstance(self.converged, bool | np.bool_):
+            raise TypeError(f"converged must be a bool, got {self.converged!r}")
+        for name in _GROUPS:
+            if not isinstance(getattr(self, name), dict):
+                raise TypeError(f"{name} must be a dict (empty if none), got {type(getattr(self, name)).__name__}")
 
     def __repr__(self) -> str:
         def shapes(group):

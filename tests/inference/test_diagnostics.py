@@ -161,3 +161,17 @@ def test_loo_matches_brute_force_leave_one_out_for_exact_and_approximate_draws()
     log_q = -0.5 * np.sum(z**2, 1) - np.log(np.diag(2.0 * chol)).sum()  # up to a constant
     corrected, _, k = _loo_from_approximation(log_lik, log_p - log_q)
     assert abs(corrected - exact) < 0.3 and k.max() < 0.7
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"method": ""}, "method must be"),
+        ({"method": "test", "converged": "no"}, "converged must be a bool"),
+        ({"method": "test", "params": None}, "params must be a dict"),
+        ({"method": "test", "draws": [1.0]}, "draws must be a dict"),
+    ],
+)
+def test_a_result_refuses_fields_of_the_wrong_kind(kwargs, message):
+    with pytest.raises(TypeError, match=message):
+        Result(**kwargs)
