@@ -48,3 +48,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_compiled_programs():
+    """Free JAX's compiled programs after each module. Each one keeps its machine code
+    in memory maps of its own, and the whole suite in one process would otherwise pass
+    the kernel's limit on maps per process (``vm.max_map_count``, 65530 by default),
+    at which point XLA's next compilation crashes the interpreter."""
+    yield
+    import jax
+
+    jax.clear_caches()
