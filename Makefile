@@ -22,6 +22,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check inference models graphs tests benchmarks
+	$(PY) -m ruff format --check inference models graphs tests benchmarks
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests

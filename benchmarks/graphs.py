@@ -84,10 +84,14 @@ def _ours(name):
 
 
 def _exact_table() -> None:
-    print("\nAll single-variable marginals given three observed leaves, end to end, float64, CPU "
-          f"({os.cpu_count()} cores); pgmpy capped at {PGMPY_TIMEOUT:.0f} s")
-    print(f"  {'network':10}{'variables':>10}{'ours s':>10}{'pgmpy VE s':>12}{'pgmpy / ours':>14}"
-          f"{'max |difference|':>18}  target")
+    print(
+        "\nAll single-variable marginals given three observed leaves, end to end, float64, CPU "
+        f"({os.cpu_count()} cores); pgmpy capped at {PGMPY_TIMEOUT:.0f} s"
+    )
+    print(
+        f"  {'network':10}{'variables':>10}{'ours s':>10}{'pgmpy VE s':>12}{'pgmpy / ours':>14}"
+        f"{'max |difference|':>18}  target"
+    )
     for name in NETWORKS:
         ours, marginals, size = _ours(name)
         theirs, reference = _timed_pgmpy(name)
@@ -99,8 +103,9 @@ def _exact_table() -> None:
             gap = f"{max(np.max(np.abs(marginals[v] - np.asarray(p))) for v, p in reference.items()):.1e}"
             met = theirs >= (10 if name in ("pigs", "andes") else 1) * ours
         target = {"andes": "< 10 s, >= 10x", "pigs": ">= 10x"}.get(name, "not slower")
-        print(f"  {name:10}{size:>10}{ours:10.3f}{shown:>12}{ratio:>14}{gap:>18}  "
-              f"{target}: {'met' if met else 'NOT met'}")
+        print(
+            f"  {name:10}{size:>10}{ours:10.3f}{shown:>12}{ratio:>14}{gap:>18}  {target}: {'met' if met else 'NOT met'}"
+        )
 
 
 def _sweeps(n: int) -> dict:
@@ -123,21 +128,26 @@ def _sweeps(n: int) -> dict:
 
 
 def _sweep_table() -> None:
-    print(f"\nLoopy BP (flooding, sum-product) on n x n Ising grids, float64, CPU; per sweep from "
-          f"{SWEEPS} and {3 * SWEEPS} sweeps")
-    print(f"  {'grid':>9}{'variables':>11}{'build s':>9}{'first call s':>14}{'s per sweep':>13}"
-          f"{'us per variable':>17}")
+    print(
+        f"\nLoopy BP (flooding, sum-product) on n x n Ising grids, float64, CPU; per sweep from "
+        f"{SWEEPS} and {3 * SWEEPS} sweeps"
+    )
+    print(f"  {'grid':>9}{'variables':>11}{'build s':>9}{'first call s':>14}{'s per sweep':>13}{'us per variable':>17}")
     rows = []
     for n in GRIDS:
         with multiprocessing.get_context("spawn").Pool(1) as pool:
             rows.append(pool.apply(_sweeps, (n,)))
     for row in rows:
         n = row["n"]
-        print(f"  {n:>4} x {n:<4}{n * n:>10,}{row['build']:9.2f}{row['first']:14.2f}{row['per_sweep']:13.4f}"
-              f"{1e6 * row['per_sweep'] / n**2:17.3f}")
+        print(
+            f"  {n:>4} x {n:<4}{n * n:>10,}{row['build']:9.2f}{row['first']:14.2f}{row['per_sweep']:13.4f}"
+            f"{1e6 * row['per_sweep'] / n**2:17.3f}"
+        )
     largest = rows[-1]
-    print(f"  target: a {largest['n']} x {largest['n']} sweep under 0.1 s: "
-          f"{'met' if largest['per_sweep'] < 0.1 else 'NOT met'}; linear in size when the last column is flat")
+    print(
+        f"  target: a {largest['n']} x {largest['n']} sweep under 0.1 s: "
+        f"{'met' if largest['per_sweep'] < 0.1 else 'NOT met'}; linear in size when the last column is flat"
+    )
 
 
 def main() -> None:

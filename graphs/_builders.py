@@ -31,8 +31,17 @@ def ising_grid(n: int, m: int, coupling=1.0, field=0.0, rng_key=None) -> FactorG
     rng_key : int or PRNG key, optional
     """
     signs = np.array([-1.0, 1.0])
-    return _grid(n, m, 2, (-1, 1), coupling, field, rng_key,
-                 pair=lambda J: J * np.outer(signs, signs), unary=lambda h: h[..., None] * signs)
+    return _grid(
+        n,
+        m,
+        2,
+        (-1, 1),
+        coupling,
+        field,
+        rng_key,
+        pair=lambda J: J * np.outer(signs, signs),
+        unary=lambda h: h[..., None] * signs,
+    )
 
 
 def potts_grid(n: int, m: int, num_states: int, coupling=1.0, field=0.0, rng_key=None) -> FactorGraph:
@@ -45,8 +54,7 @@ def potts_grid(n: int, m: int, num_states: int, coupling=1.0, field=0.0, rng_key
     if isinstance(num_states, bool) or not isinstance(num_states, int | np.integer) or num_states < 2:
         raise ValueError(f"num_states must be an int >= 2, got {num_states!r}")
     eye = np.eye(num_states)
-    return _grid(n, m, num_states, None, coupling, field, rng_key,
-                 pair=lambda J: J * eye, unary=lambda h: h)
+    return _grid(n, m, num_states, None, coupling, field, rng_key, pair=lambda J: J * eye, unary=lambda h: h)
 
 
 def _grid(n, m, k, states, coupling, field, rng_key, pair, unary) -> FactorGraph:
@@ -110,8 +118,9 @@ def chain(initial, transition, emission=None, observations=None) -> FactorGraph:
         raise ValueError(f"transition must have shape ({k}, {k}) to match initial, got {transition.shape}")
     if emission is None:
         if isinstance(observations, bool) or not isinstance(observations, int | np.integer) or observations < 1:
-            raise ValueError(f"without emission, observations must be the chain length (int >= 1), "
-                             f"got {observations!r}")
+            raise ValueError(
+                f"without emission, observations must be the chain length (int >= 1), got {observations!r}"
+            )
         length, likelihoods = observations, None
     else:
         emission = _stochastic("emission", emission, 2)

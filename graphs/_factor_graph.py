@@ -162,18 +162,17 @@ class FactorGraph:
             raise ValueError(f"{name} over {variables!r} contains NaN")
         if log_table is None:
             if low < 0 or high == np.inf:
-                raise ValueError(f"table over {variables!r} must be finite and non-negative, got min {low}, "
-                                 f"max {high}")
+                raise ValueError(f"table over {variables!r} must be finite and non-negative, got min {low}, max {high}")
             if high == 0:
-                raise ValueError(f"factor over {variables!r} is zero everywhere (every configuration has "
-                                 "probability 0)")
+                raise ValueError(
+                    f"factor over {variables!r} is zero everywhere (every configuration has probability 0)"
+                )
             with np.errstate(divide="ignore"):
                 values = np.log(values)
         elif high == np.inf:
             raise ValueError(f"log_table over {variables!r} contains +inf")
         elif high == -np.inf:
-            raise ValueError(f"factor over {variables!r} is zero everywhere (every configuration has "
-                             "probability 0)")
+            raise ValueError(f"factor over {variables!r} is zero everywhere (every configuration has probability 0)")
         values.setflags(write=False)
         node = FactorNode(len(self._factors))
         self.graph.add_node(node, bipartite=1, variables=variables, log_table=values)
@@ -244,8 +243,10 @@ def log_evidence(fg: FrozenFactorGraph, evidence: Mapping | None) -> dict[int, n
         i = fg.index[variable]
         card, states = fg.cardinalities[i], fg.states[i]
         if isinstance(value, bool | np.bool_):
-            raise TypeError(f"evidence for {variable!r} must be a state index, a state name or a likelihood "
-                            f"vector, got the bool {value!r}")
+            raise TypeError(
+                f"evidence for {variable!r} must be a state index, a state name or a likelihood "
+                f"vector, got the bool {value!r}"
+            )
         if isinstance(value, Integral):  # an index, even where the state names are numbers
             if not 0 <= value < card:
                 raise ValueError(f"evidence state of {variable!r} must be in 0..{card - 1}, got {value}")
@@ -253,14 +254,22 @@ def log_evidence(fg: FrozenFactorGraph, evidence: Mapping | None) -> dict[int, n
         elif isinstance(value, Hashable) and not isinstance(value, tuple) and value in states:
             likelihood = np.eye(card)[states.index(value)]
         elif isinstance(value, str) or np.ndim(value) != 1:
-            raise ValueError(f"evidence for {variable!r} must be a state index, one of {states!r}, or a likelihood "
-                             f"vector of length {card}; got {value!r}")
+            raise ValueError(
+                f"evidence for {variable!r} must be a state index, one of {states!r}, or a likelihood "
+                f"vector of length {card}; got {value!r}"
+            )
         else:
             likelihood = np.asarray(value, dtype=float)
-            if likelihood.shape != (card,) or not np.isfinite(likelihood).all() or (likelihood < 0).any() \
-                    or not likelihood.any():
-                raise ValueError(f"soft evidence for {variable!r} must be {card} finite non-negative numbers, "
-                                 f"not all zero; got {value!r}")
+            if (
+                likelihood.shape != (card,)
+                or not np.isfinite(likelihood).all()
+                or (likelihood < 0).any()
+                or not likelihood.any()
+            ):
+                raise ValueError(
+                    f"soft evidence for {variable!r} must be {card} finite non-negative numbers, "
+                    f"not all zero; got {value!r}"
+                )
         with np.errstate(divide="ignore"):
             out[i] = np.log(likelihood)
     return out

@@ -202,8 +202,7 @@ def from_bif(path) -> FactorGraph:
     fg.provenance.update(source=str(path), format="bif", network=network)
     for name, variable_states in states.items():
         fg.add_variable(name, len(variable_states), states=variable_states)
-    _add_cpds(fg, [(child, *cpds[child][0]) for child in states], [cpds[child][1] for child in states],
-              child_axis=0)
+    _add_cpds(fg, [(child, *cpds[child][0]) for child in states], [cpds[child][1] for child in states], child_axis=0)
     return fg
 
 
@@ -235,8 +234,10 @@ def _bif_variable(tokens: _BifTokens) -> tuple[str, tuple[str, ...]]:
             variable_states = tuple(tokens.words_until("}", f"a state name of {name!r}"))
             tokens.expect(";")
             if not size.isdigit() or int(size) != len(variable_states):
-                raise ValueError(f"BIF variable {name!r} declares [{size}] states but lists "
-                                 f"{len(variable_states)}: {variable_states}")
+                raise ValueError(
+                    f"BIF variable {name!r} declares [{size}] states but lists "
+                    f"{len(variable_states)}: {variable_states}"
+                )
         else:
             tokens.i -= 1
             raise tokens.error(f"expected 'type' or 'property' in variable {name!r}, found {keyword!r}")
@@ -279,19 +280,25 @@ def _bif_probability(tokens: _BifTokens, states) -> tuple[str, tuple[str, ...], 
             tokens.i += 1
             config = tokens.words_until(")", f"a state of a parent of {child!r}")
             if len(config) != len(parents):
-                raise ValueError(f"BIF probability block of {child!r}: row ({', '.join(config)}) names "
-                                 f"{len(config)} states for {len(parents)} parents {tuple(parents)}")
+                raise ValueError(
+                    f"BIF probability block of {child!r}: row ({', '.join(config)}) names "
+                    f"{len(config)} states for {len(parents)} parents {tuple(parents)}"
+                )
             index = []
             for parent, state in zip(parents, config, strict=True):
                 if state not in states[parent]:
-                    raise ValueError(f"BIF probability block of {child!r}: {state!r} is not a state of {parent!r} "
-                                     f"(states {states[parent]})")
+                    raise ValueError(
+                        f"BIF probability block of {child!r}: {state!r} is not a state of {parent!r} "
+                        f"(states {states[parent]})"
+                    )
                 index.append(states[parent].index(state))
             j = int(np.ravel_multi_index(index, parent_cards)) if parents else 0
             values = numbers(f"row ({', '.join(config)})")
             if values.size != card:
-                raise ValueError(f"BIF probability block of {child!r}: row ({', '.join(config)}) has "
-                                 f"{values.size} entries, expected {card}")
+                raise ValueError(
+                    f"BIF probability block of {child!r}: row ({', '.join(config)}) has "
+                    f"{values.size} entries, expected {card}"
+                )
             if filled[j]:
                 raise ValueError(f"BIF probability block of {child!r}: row ({', '.join(config)}) is given twice")
             columns[j], filled[j] = values, True
@@ -302,8 +309,10 @@ def _bif_probability(tokens: _BifTokens, states) -> tuple[str, tuple[str, ...], 
             elif keyword == "table":
                 values = numbers("the table")
                 if values.size != card * num_columns:
-                    raise ValueError(f"BIF probability block of {child!r}: the table has {values.size} entries, "
-                                     f"expected {card * num_columns}")
+                    raise ValueError(
+                        f"BIF probability block of {child!r}: the table has {values.size} entries, "
+                        f"expected {card * num_columns}"
+                    )
                 if filled.any():
                     raise ValueError(f"BIF probability block of {child!r} has both a table and rows")
                 # the table lists the child's states slowest: entry [x, j] is P(x | configuration j)
@@ -311,8 +320,10 @@ def _bif_probability(tokens: _BifTokens, states) -> tuple[str, tuple[str, ...], 
             elif keyword == "default":
                 default = numbers("the default row")
                 if default.size != card:
-                    raise ValueError(f"BIF probability block of {child!r}: the default row has {default.size} "
-                                     f"entries, expected {card}")
+                    raise ValueError(
+                        f"BIF probability block of {child!r}: the default row has {default.size} "
+                        f"entries, expected {card}"
+                    )
             else:
                 tokens.i -= 1
                 raise tokens.error(f"unexpected {keyword!r} in the probability block of {child!r}")
@@ -322,8 +333,10 @@ def _bif_probability(tokens: _BifTokens, states) -> tuple[str, tuple[str, ...], 
     if not filled.all():
         j = int(np.argmin(filled))
         config = _describe(parents, [states[p] for p in parents], j)
-        raise ValueError(f"BIF probability block of {child!r} has no row for parents {config} "
-                         f"({int((~filled).sum())} of {num_columns} rows missing)")
+        raise ValueError(
+            f"BIF probability block of {child!r} has no row for parents {config} "
+            f"({int((~filled).sum())} of {num_columns} rows missing)"
+        )
     return child, tuple(parents), columns.T.reshape(card, *parent_cards)
 
 
@@ -394,20 +407,25 @@ def from_uai(path) -> FactorGraph:
         shape = tuple(cards[i] for i in scope)
         count = integer(f"number of entries of function {f}", 0)
         if count != prod(shape):
-            raise ValueError(f"UAI function {f} over {tuple(f'x{i}' for i in scope)} has {count} entries, "
-                             f"expected {prod(shape)} (the product of cardinalities {shape})")
+            raise ValueError(
+                f"UAI function {f} over {tuple(f'x{i}' for i in scope)} has {count} entries, "
+                f"expected {prod(shape)} (the product of cardinalities {shape})"
+            )
         if position + count > len(words):
-            raise ValueError(f"UAI file ends inside the table of function {f}: {len(words) - position} of "
-                             f"{count} entries")
+            raise ValueError(
+                f"UAI file ends inside the table of function {f}: {len(words) - position} of {count} entries"
+            )
         try:
-            values = np.array(words[position:position + count], dtype=float)
+            values = np.array(words[position : position + count], dtype=float)
         except ValueError:
             raise ValueError(f"UAI function {f} has a table entry that is not a number") from None
         position += count
         tables.append(values.reshape(shape))
     if position != len(words):
-        raise ValueError(f"UAI file has {len(words) - position} entries after the last table "
-                         f"(is a table longer than its entry count?)")
+        raise ValueError(
+            f"UAI file has {len(words) - position} entries after the last table "
+            f"(is a table longer than its entry count?)"
+        )
 
     fg = FactorGraph()
     fg.provenance.update(source=str(path), format=f"uai-{kind.lower()}", renormalised={})
@@ -461,10 +479,16 @@ def from_pgmpy(model) -> FactorGraph:
     except ImportError:
         raise TypeError(f"expected {expected}, got {type(model).__name__} (and pgmpy is not installed)") from None
     # the old names are real classes before pgmpy 1.0 and raising stubs after
-    bayesian = tuple(c for c in (getattr(pgm, "DiscreteBayesianNetwork", None), getattr(pgm, "BayesianNetwork", None))
-                     if isinstance(c, type))
-    markov = tuple(c for c in (getattr(pgm, "DiscreteMarkovNetwork", None), getattr(pgm, "MarkovNetwork", None))
-                   if isinstance(c, type))
+    bayesian = tuple(
+        c
+        for c in (getattr(pgm, "DiscreteBayesianNetwork", None), getattr(pgm, "BayesianNetwork", None))
+        if isinstance(c, type)
+    )
+    markov = tuple(
+        c
+        for c in (getattr(pgm, "DiscreteMarkovNetwork", None), getattr(pgm, "MarkovNetwork", None))
+        if isinstance(c, type)
+    )
     if isinstance(model, bayesian):
         factors = []
         for node in model.nodes():
@@ -476,8 +500,10 @@ def from_pgmpy(model) -> FactorGraph:
             factors.append((tuple(cpd.variables), cards, cpd.state_names, values))
         kind = "bayesian"
     elif isinstance(model, markov):
-        factors = [(tuple(f.variables), tuple(int(c) for c in f.cardinality), f.state_names,
-                    np.asarray(f.values, dtype=float)) for f in model.get_factors()]
+        factors = [
+            (tuple(f.variables), tuple(int(c) for c in f.cardinality), f.state_names, np.asarray(f.values, dtype=float))
+            for f in model.get_factors()
+        ]
         kind = "markov"
     else:
         raise TypeError(f"expected {expected}, got {type(model).__module__}.{type(model).__qualname__}")
@@ -490,12 +516,15 @@ def from_pgmpy(model) -> FactorGraph:
     for variables, cards, state_names, _ in factors:
         for v, card in zip(variables, cards, strict=True):
             if v not in names:
-                raise ValueError(f"a pgmpy {'CPD' if kind == 'bayesian' else 'factor'} names {v!r}, "
-                                 f"which is not a node of the model")
+                raise ValueError(
+                    f"a pgmpy {'CPD' if kind == 'bayesian' else 'factor'} names {v!r}, which is not a node of the model"
+                )
             v_states = tuple(state_names[v]) if state_names and v in state_names else tuple(range(card))
             if domain.setdefault(v, (card, v_states)) != (card, v_states):
-                raise ValueError(f"pgmpy variable {v!r} has cardinality and states {domain[v]} in one CPD or "
-                                 f"factor and {(card, v_states)} in another")
+                raise ValueError(
+                    f"pgmpy variable {v!r} has cardinality and states {domain[v]} in one CPD or "
+                    f"factor and {(card, v_states)} in another"
+                )
     fg = FactorGraph()
     fg.provenance.update(source=f"pgmpy {type(model).__name__}", format=f"pgmpy-{kind}", renormalised={})
     for node in model.nodes():
@@ -541,13 +570,16 @@ def _add_cpds(fg: FactorGraph, scopes, tables, child_axis: int) -> None:
     for child in children:
         counts[child] += 1
     if any(c != 1 for c in counts.values()):
-        raise ValueError(f"each variable must have exactly one CPD; none: "
-                         f"{[v for v, c in counts.items() if c == 0]}, more than one: "
-                         f"{[v for v, c in counts.items() if c > 1]}")
+        raise ValueError(
+            f"each variable must have exactly one CPD; none: "
+            f"{[v for v, c in counts.items() if c == 0]}, more than one: "
+            f"{[v for v, c in counts.items() if c > 1]}"
+        )
     dag = nx.DiGraph()
     dag.add_nodes_from(fg.variables)
-    dag.add_edges_from((parent, child) for scope, child in zip(scopes, children, strict=True)
-                       for parent in scope if parent != child)
+    dag.add_edges_from(
+        (parent, child) for scope, child in zip(scopes, children, strict=True) for parent in scope if parent != child
+    )
     if not nx.is_directed_acyclic_graph(dag):
         raise ValueError(f"the CPDs form a directed cycle: {nx.find_cycle(dag)}")
 
@@ -580,9 +612,11 @@ def _check_cpd(child: str, table: np.ndarray, parents, parent_states) -> tuple[n
     for bad, what in checks:
         if bad.any():
             j = int(np.argmax(bad))
-            raise ValueError(f"CPD of {child!r}: the column for parents {_describe(parents, parent_states, j)} "
-                             f"{what} (sum {float(sums[j]):.10g}; {int(bad.sum())} such column(s); tolerance "
-                             f"{SUM_TOLERANCE:g}): {columns[:, j].tolist()}")
+            raise ValueError(
+                f"CPD of {child!r}: the column for parents {_describe(parents, parent_states, j)} "
+                f"{what} (sum {float(sums[j]):.10g}; {int(bad.sum())} such column(s); tolerance "
+                f"{SUM_TOLERANCE:g}): {columns[:, j].tolist()}"
+            )
     deviations = np.abs(sums - 1)
     off = deviations > RENORMALISE_THRESHOLD
     if off.any():

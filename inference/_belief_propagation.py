@@ -69,11 +69,14 @@ class Sweep:
         damped = _log_normalize((1 - damping) * proposed + damping * messages)[0]
         proposed = jnp.where(damping > 0, damped, proposed)
         if self.schedule == "residual":
-            per_factor = jnp.concatenate([
-                jnp.repeat(jnp.max(change[g.offset:g.offset + g.count * g.arity].reshape(g.count, g.arity), 1),
-                           g.arity)
-                for g in self.groups
-            ])
+            per_factor = jnp.concatenate(
+                [
+                    jnp.repeat(
+                        jnp.max(change[g.offset : g.offset + g.count * g.arity].reshape(g.count, g.arity), 1), g.arity
+                    )
+                    for g in self.groups
+                ]
+            )
             proposed = jnp.where((per_factor >= RESIDUAL_SHARE * residual)[:, None], proposed, messages)
         return proposed, {"residual": residual, "converged": residual < tol}
 
@@ -94,7 +97,7 @@ class Sweep:
 
     def _update(self, group, table, incoming):
         a, w = group.arity, group.width
-        q = incoming[group.offset:group.offset + group.count * a].reshape(group.count, a, self.width)[:, :, :w]
+        q = incoming[group.offset : group.offset + group.count * a].reshape(group.count, a, self.width)[:, :, :w]
         reduce = jax.nn.logsumexp if self.kind == "sum" else jnp.max
         out = []
         for j in range(a):
@@ -226,14 +229,25 @@ def belief_propagation(
     data = (packed.tables, packed.edge_variable, log_ev, np.asarray(damping), np.asarray(tol))
     init = np.where(packed.valid[packed.edge_variable], 0.0, -np.inf)
     init -= np.log(np.asarray(frozen.cardinalities))[packed.edge_variable, None]
-    out = run(sweep, jnp.asarray(init), data=data, max_iter=max_iter, objective="residual",
-              monitor=reported("converged"), progress=progress, desc="belief propagation")
+    out = run(
+        sweep,
+        jnp.asarray(init),
+        data=data,
+        max_iter=max_iter,
+        objective="residual",
+        monitor=reported("converged"),
+        progress=progress,
+        desc="belief propagation",
+    )
     messages = out.state
     beliefs, var_terms, factor_terms, incoming = jax.device_get(_finish(sweep, messages, data))
     impossible = ~np.isfinite(beliefs).all(axis=1)
     if out.failed or impossible.any():
-        where = f" (every state of {frozen.variables[int(np.argmax(impossible))]} was ruled out)" \
-            if impossible.any() else ""
+        where = (
+            f" (every state of {frozen.variables[int(np.argmax(impossible))]} was ruled out)"
+            if impossible.any()
+            else ""
+        )
         raise ValueError(f"the evidence has probability zero under the model{where}")
     marginals = {name: beliefs[i, : frozen.cardinalities[i]] for i, name in enumerate(frozen.variables)}
     info = {
@@ -288,7 +302,7 @@ def _finish(sweep: Sweep, messages, data):
     factor_terms = []
     for group, table in zip(sweep.groups, tables, strict=True):
         a, w = group.arity, group.width
-        q = incoming[group.offset:group.offset + group.count * a].reshape(group.count, a, sweep.width)[:, :, :w]
+        q = incoming[group.offset : group.offset + group.count * a].reshape(group.count, a, sweep.width)[:, :, :w]
         s = table
         for k in range(a):
             s = s + q[:, k].reshape((group.count,) + tuple(w if i == k else 1 for i in range(a)))

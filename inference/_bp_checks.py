@@ -32,13 +32,15 @@ def residual_check(idata, context) -> list[Check]:
     sweeps = f"{info['num_iterations']} sweeps ({info['schedule']}, damping {info['damping']:g})"
     if last < tol:
         return [Check("bp_convergence", "ok", last, tol, f"messages converged in {sweeps}")]
-    window = np.log(np.maximum(residual[-max(10, residual.size // 4):], 1e-300))
+    window = np.log(np.maximum(residual[-max(10, residual.size // 4) :], 1e-300))
     half = window.size // 2
     trend = float(np.exp(np.median(window[half:]) - np.median(window[:half])))  # later / earlier
     turns = np.mean(np.diff(np.sign(np.diff(window))) != 0) if window.size > 2 else 0.0
     if trend < FALLING_RATIO:
-        advice = f"the residual is still falling (by {1 / trend:.3g}x over the last {window.size} sweeps): " \
-                 "more max_iter may be enough"
+        advice = (
+            f"the residual is still falling (by {1 / trend:.3g}x over the last {window.size} sweeps): "
+            "more max_iter may be enough"
+        )
     else:
         behaviour = "oscillates: BP is cycling" if turns > OSCILLATION_TURN_SHARE else "is not falling"
         advice = f"the residual {behaviour}; {_remedy(info)}"
@@ -72,4 +74,3 @@ def exact_check(idata, context) -> list[Check]:
 
 for _check in (residual_check, exact_check):
     register_check(FactorGraph, _check)
-

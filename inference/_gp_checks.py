@@ -4,7 +4,6 @@ They read what the routines record in ``info`` and ``trace``, so a saved and
 reloaded result is judged the same way.
 """
 
-
 import numpy as np
 
 from bayeskit.models import GaussianProcess

@@ -133,7 +133,12 @@ PAIRS += [
         # chains started at EM's fit: started at random, warm-up can strand a chain in a mode
         # with an empty component, whose mean then drifts with nothing to pull it back
         lambda: nuts(
-            GaussianMixture(2), _FAITHFUL, num_warmup=500, num_samples=500, num_chains=2, progress=False,
+            GaussianMixture(2),
+            _FAITHFUL,
+            num_warmup=500,
+            num_samples=500,
+            num_chains=2,
+            progress=False,
             init_values=GaussianMixture(2).program_values(_FAITHFUL_MLE),
         ),  # fmt: skip
         _centred_on_the_mle,

@@ -130,7 +130,6 @@ def test_ising_grid_defines_the_ising_energy():
     assert ising_grid(np.int64(2), 2).freeze().num_variables == 4
 
 
-
 def test_spin_glass_is_reproducible_and_potts_has_its_states():
     first, second = ising_grid(3, 3, 1.0, 0.5, rng_key=4), ising_grid(3, 3, 1.0, 0.5, rng_key=4)
     for a, b in zip(first.freeze().log_tables, second.freeze().log_tables, strict=True):

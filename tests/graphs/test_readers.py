@@ -31,8 +31,9 @@ def pgmpy_models():
     pytest.importorskip("pgmpy")
     from pgmpy.readwrite import BIFReader
 
-    return {name: BIFReader(string=gzip.decompress(pgmpy_file(name).read_bytes()).decode()).get_model()
-            for name in NETWORKS}
+    return {
+        name: BIFReader(string=gzip.decompress(pgmpy_file(name).read_bytes()).decode()).get_model() for name in NETWORKS
+    }
 
 
 @pytest.fixture(scope="module")
@@ -166,12 +167,15 @@ def test_bif_column_off_by_1e7_is_renormalised(tmp_path):
     np.testing.assert_allclose(table(fg, 1).sum(axis=0), 1.0, rtol=0, atol=1e-15)
 
 
-@pytest.mark.parametrize("column, message", [
-    ("0.1, 0.3, 0.7", r"CPD of 'wet'.*\(rain=yes\) does not sum to 1 \(sum 1.1"),
-    ("0.5, -0.1, 0.6", r"CPD of 'wet'.*\(rain=yes\) contains a negative entry"),
-    ("0.5, nan, 0.5", r"CPD of 'wet'.*\(rain=yes\) contains NaN"),
-    ("0.5, 0.5", r"'wet'.*row \(yes\) has 2 entries, expected 3"),
-])
+@pytest.mark.parametrize(
+    "column, message",
+    [
+        ("0.1, 0.3, 0.7", r"CPD of 'wet'.*\(rain=yes\) does not sum to 1 \(sum 1.1"),
+        ("0.5, -0.1, 0.6", r"CPD of 'wet'.*\(rain=yes\) contains a negative entry"),
+        ("0.5, nan, 0.5", r"CPD of 'wet'.*\(rain=yes\) contains NaN"),
+        ("0.5, 0.5", r"'wet'.*row \(yes\) has 2 entries, expected 3"),
+    ],
+)
 def test_bif_bad_columns(tmp_path, column, message):
     with pytest.raises(ValueError, match=message):
         from_bif(bif(tmp_path, column))
@@ -297,8 +301,9 @@ def test_pgmpy_non_str_names():
     from pgmpy.models import DiscreteBayesianNetwork
 
     model = DiscreteBayesianNetwork([(1, 2)])
-    model.add_cpds(TabularCPD(1, 2, [[0.4], [0.6]]),
-                   TabularCPD(2, 2, [[0.1, 0.5], [0.9, 0.5]], evidence=[1], evidence_card=[2]))
+    model.add_cpds(
+        TabularCPD(1, 2, [[0.4], [0.6]]), TabularCPD(2, 2, [[0.1, 0.5], [0.9, 0.5]], evidence=[1], evidence_card=[2])
+    )
     fg = from_pgmpy(model)
     assert fg.variables == ("1", "2")
     assert scope(fg, 1) == ("2", "1")

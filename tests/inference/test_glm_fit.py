@@ -49,8 +49,9 @@ def test_lbfgs_start_reaches_the_newton_answer_with_many_coefficients(family):
     assert lbfgs.info["solver"] == "lbfgs" and newton.info["solver"] == "newton"
     assert lbfgs.info["n_iter"] < newton.info["n_iter"]
     np.testing.assert_allclose(_coefficients(lbfgs), _coefficients(newton), rtol=1e-7, atol=1e-9)
-    ref = sm.GLM(y, sm.add_constant(X), family=getattr(sm.families, family.title() if family == "poisson"
-                                                       else "Binomial")()).fit(tol=1e-12)
+    ref = sm.GLM(
+        y, sm.add_constant(X), family=getattr(sm.families, family.title() if family == "poisson" else "Binomial")()
+    ).fit(tol=1e-12)
     np.testing.assert_allclose(_coefficients(lbfgs), ref.params, rtol=1e-5, atol=1e-8)
 
 
