@@ -4,6 +4,7 @@ import jax
 import numpy as np
 
 from bayeskit.models._keys import as_key
+from bayeskit.models._numerics import is_integer
 
 from ._factor_graph import FactorGraph
 
@@ -51,7 +52,7 @@ def potts_grid(n: int, m: int, num_states: int, coupling=1.0, field=0.0, rng_key
     (uniform, or with ``rng_key`` the scale of ``h_ik ~ N(0, h^2)``) or an array of
     shape ``(n, m, num_states)`` of per-site, per-state log potentials.
     """
-    if isinstance(num_states, bool) or not isinstance(num_states, int | np.integer) or num_states < 2:
+    if not is_integer(num_states) or num_states < 2:
         raise ValueError(f"num_states must be an int >= 2, got {num_states!r}")
     eye = np.eye(num_states)
     return _grid(n, m, num_states, None, coupling, field, rng_key, pair=lambda J: J * eye, unary=lambda h: h)
@@ -59,7 +60,7 @@ def potts_grid(n: int, m: int, num_states: int, coupling=1.0, field=0.0, rng_key
 
 def _grid(n, m, k, states, coupling, field, rng_key, pair, unary) -> FactorGraph:
     for name, value in (("n", n), ("m", m)):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        if not is_integer(value) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     coupling = float(coupling)
     if not np.isfinite(coupling):
@@ -117,7 +118,7 @@ def chain(initial, transition, emission=None, observations=None) -> FactorGraph:
     if transition.shape != (k, k):
         raise ValueError(f"transition must have shape ({k}, {k}) to match initial, got {transition.shape}")
     if emission is None:
-        if isinstance(observations, bool) or not isinstance(observations, int | np.integer) or observations < 1:
+        if not is_integer(observations) or observations < 1:
             raise ValueError(
                 f"without emission, observations must be the chain length (int >= 1), got {observations!r}"
             )

@@ -2,13 +2,15 @@
 what was expected and what was given."""
 
 from collections.abc import Iterable
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
 
+from bayeskit.models._numerics import is_integer
+
 
 def check_positive_int(name: str, value, *, allow_zero: bool = False) -> int:
-    if isinstance(value, bool | np.bool_) or not isinstance(value, Integral):
+    if not is_integer(value):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     low = 0 if allow_zero else 1
     if value < low:

@@ -10,7 +10,6 @@ network itself.
 
 import itertools
 import math
-from numbers import Integral
 
 import pyro
 import pyro.distributions as dist
@@ -18,7 +17,7 @@ import torch
 from pyro.nn import PyroModule, PyroSample
 from torch import nn
 
-from ._numerics import is_positive_number
+from ._numerics import is_integer, is_positive_number
 
 LIKELIHOODS = ("gaussian", "bernoulli", "categorical")
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
@@ -68,7 +67,7 @@ class BayesianMLP(PyroModule):
         hidden = tuple(hidden)
         sizes = {"in_features": (in_features,), "out_features": (out_features,), "hidden": hidden}
         for name, values in sizes.items():
-            if any(isinstance(v, bool) or not isinstance(v, Integral) or v < 1 for v in values):
+            if any(not is_integer(v) or v < 1 for v in values):
                 raise ValueError(f"{name} must be positive ints, got {values if name == 'hidden' else values[0]!r}")
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")

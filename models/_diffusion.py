@@ -28,13 +28,13 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from numbers import Integral
 
 import numpy as np
 import torch
 from torch import nn
 
 from ._diffusion_nets import ConvDenoiser, MLPDenoiser
+from ._numerics import is_integer
 
 SCHEDULES = ("linear", "cosine", "ve")
 SPACINGS = ("linspace", "leading", "trailing")
@@ -47,7 +47,7 @@ __all__ = ["ConvDenoiser", "DiffusionModel", "MLPDenoiser", "Schedule", "Timeste
 
 
 def _check_int(name: str, value, low: int = 1) -> int:
-    if isinstance(value, bool | np.bool_) or not isinstance(value, Integral):
+    if not is_integer(value):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if value < low:
         raise ValueError(f"{name} must be >= {low}, got {value}")

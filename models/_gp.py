@@ -18,7 +18,7 @@ import scipy.linalg
 from jax.scipy.linalg import cho_solve, solve_triangular
 
 from ._keys import as_key
-from ._numerics import robust_cholesky
+from ._numerics import is_integer, robust_cholesky
 from ._pytree import is_concrete, register_dataclass
 from .kernels import Kernel, check_input_dim
 
@@ -195,7 +195,7 @@ class ConditionedGP:
 
     def sample(self, X_new, num_samples: int, *, rng_key=0) -> np.ndarray:
         """Joint draws of the latent ``f`` at ``X_new``: shape ``(num_samples, N_new)``."""
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int | np.integer) or num_samples < 1:
+        if not is_integer(num_samples) or num_samples < 1:
             raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
         mean, cov = self.predict(X_new, full_cov=True)
         factor = robust_cholesky(jnp.asarray(cov)).factor

@@ -21,7 +21,7 @@ from jax.scipy.special import logsumexp
 from numpyro.distributions import constraints
 
 from ._keys import as_key
-from ._numerics import is_positive_number
+from ._numerics import is_integer, is_positive_number
 
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
 INITS = ("kmeans++", "kmeans", "random")
@@ -79,7 +79,7 @@ class GaussianMixture:
 
     def __post_init__(self):
         k = self.n_components
-        if isinstance(k, bool) or not isinstance(k, int | np.integer):
+        if not is_integer(k):
             raise TypeError(f"n_components must be an int, got {type(k).__name__} {k!r}")
         if k < 1:
             raise ValueError(f"n_components must be >= 1, got {k}")
@@ -110,7 +110,7 @@ class GaussianMixture:
     def sample(self, params, n: int, *, rng_key=0) -> np.ndarray:
         """``n`` draws from the mixture: shape ``(n, D)``."""
         native, _ = self._checked(params, None)
-        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        if not is_integer(n) or n < 1:
             raise ValueError(f"n must be an int >= 1, got {n!r}")
         key = as_key(rng_key)
         pick, noise = jax.random.split(key)

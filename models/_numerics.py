@@ -1,10 +1,17 @@
 """Numerical building blocks shared by every model and routine (models never import inference, so they live here)."""
 
 import math
+from numbers import Integral
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+
+def is_integer(value) -> bool:
+    """A Python or NumPy integer, booleans excluded (``True`` is an int to Python)."""
+    return not isinstance(value, bool | np.bool_) and isinstance(value, Integral)
 
 
 def is_positive_number(value) -> bool:

@@ -53,7 +53,7 @@ from jax.scipy.linalg import solve_triangular
 
 from ._gp import _LOG_2PI, GaussianProcess, _check_inputs, _check_training_data, _count_near_duplicates
 from ._keys import as_key
-from ._numerics import robust_cholesky
+from ._numerics import is_integer, robust_cholesky
 from .kernels import Kernel, check_input_dim
 
 __all__ = ["SparseConditionedGP", "sparse_log_marginal_likelihood"]
@@ -153,7 +153,7 @@ class SparseConditionedGP:
 
     def sample(self, X_new, num_samples: int, *, rng_key=0) -> np.ndarray:
         """Joint draws of the latent ``f`` at ``X_new``: shape ``(num_samples, N_new)``."""
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int | np.integer) or num_samples < 1:
+        if not is_integer(num_samples) or num_samples < 1:
             raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
         mean, cov = self.predict(X_new, full_cov=True)
         factor = robust_cholesky(jnp.asarray(cov)).factor

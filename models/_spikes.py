@@ -20,7 +20,7 @@ import numpy as np
 from . import bases
 from ._glm import GLM, LinearProblem, observation_vector
 from ._keys import as_key
-from ._numerics import is_positive_number
+from ._numerics import is_integer, is_positive_number
 
 _POISSON = GLM("poisson")
 
@@ -48,7 +48,7 @@ def _check_spikes(spikes, *, ndim: int | None = None) -> np.ndarray:
 
 
 def _check_filter_length(filter_length, num_bins: int) -> int:
-    if isinstance(filter_length, bool) or not isinstance(filter_length, int | np.integer) or filter_length < 1:
+    if not is_integer(filter_length) or filter_length < 1:
         raise ValueError(f"filter_length must be an int >= 1, got {filter_length!r}")
     if filter_length > num_bins:
         raise ValueError(f"filter_length {filter_length} is longer than the recording of {num_bins} bins")

@@ -15,7 +15,7 @@ import numpy as np
 import scipy.interpolate
 import scipy.signal
 
-from ._numerics import is_positive_number
+from ._numerics import is_integer, is_positive_number
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class _Basis:
     dt: float
 
     def __post_init__(self):
-        if isinstance(self.n_basis, bool) or not isinstance(self.n_basis, int | np.integer) or self.n_basis < 1:
+        if not is_integer(self.n_basis) or self.n_basis < 1:
             raise ValueError(f"n_basis must be an int >= 1, got {self.n_basis!r}")
         for name in ("window", "dt"):
             value = getattr(self, name)
@@ -116,7 +116,7 @@ class BSpline(_Basis):
 
     def __post_init__(self):
         super().__post_init__()
-        if isinstance(self.degree, bool) or not isinstance(self.degree, int | np.integer) or self.degree < 0:
+        if not is_integer(self.degree) or self.degree < 0:
             raise ValueError(f"degree must be an int >= 0, got {self.degree!r}")
         if self.n_basis < self.degree + 1:
             raise ValueError(f"n_basis must be >= degree + 1 = {self.degree + 1}, got {self.n_basis}")
@@ -154,7 +154,7 @@ def convolve(signal, basis, *, first_lag: int = 0) -> np.ndarray:
     signal = signal[:, None] if signal.ndim == 1 else signal
     if signal.ndim != 2 or matrix.ndim != 2:
         raise ValueError(f"signal must be (T,) or (T, d) and the basis (L, K); got {signal.shape} and {matrix.shape}")
-    if isinstance(first_lag, bool) or not isinstance(first_lag, int | np.integer) or first_lag < 0:
+    if not is_integer(first_lag) or first_lag < 0:
         raise ValueError(f"first_lag must be an int >= 0, got {first_lag!r}")
     if not (np.all(np.isfinite(signal)) and np.all(np.isfinite(matrix))):
         raise ValueError("signal and basis must be finite (no NaN or inf)")
