@@ -1,15 +1,18 @@
 """Type-II maximum likelihood (or MAP) for Gaussian-process hyperparameters.
 
 The hyperparameters are flattened into one unconstrained vector (logarithms of
-the positive ones), and L-BFGS runs from ``num_restarts`` starting points: the
-restarts are the chains of the shared driver, stepped one after another inside one
-compiled program. The gradient of the log marginal likelihood comes from
-:func:`bayeskit.models._gp.log_marginal_likelihood`, whose derivative with respect
-to the covariance matrix is written out (one inverse) rather than traced through
-the factorisation.
+the positive ones). :func:`fit_gp` runs SciPy's L-BFGS-B from ``num_restarts``
+starting points, one after another. Each exact evaluation compiles only the kernel
+matrix and its pullback; the factorisation and the inverse the gradient needs run
+in LAPACK on the host (:func:`bayeskit.models._gp.factorise_on_host`), whose
+``dpotri`` takes a third of the flops of the triangular solves a compiled program
+would use, with nothing to compile. Bayesian optimisation refits small, padded data
+sets every round instead, where one compiled loop reused across rounds is faster:
+:func:`fit_hyperparameters`.
 """
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -19,18 +22,29 @@ import numpy as np
 from numpyro.infer.hmc import hmc
 
 from bayeskit.models import GaussianProcess
-from bayeskit.models._gp import _check_training_data, log_marginal_likelihood
+from bayeskit.models._gp import (
+    _check_training_data,
+    covariance_and_residual,
+    covariance_cotangent,
+    factorise_on_host,
+    inverse_on_host,
+    log_marginal_likelihood,
+)
 from bayeskit.models._keys import as_key
 from bayeskit.models._sparse_gp import sparse_log_marginal_likelihood
 
 from ._driver import RunOutput, reported, run
 from ._lbfgs import LBFGS
+from ._optimize import minimize
 from ._result import Result
 from ._validation import check_positive_int
 
 # spread of the random restarts around the given hyperparameters, in log units
 _RESTART_SPREAD = 1.0
 _NUTS_TREE_DEPTH = 6  # a handful of hyperparameters: short trajectories suffice
+# fit_gp's stopping rules: scikit-learn's (SciPy's defaults), on the relative change of the
+# loss per iteration and on the largest gradient entry
+_FTOL, _GTOL = 1e-9, 1e-5
 
 
 @dataclass(frozen=True)
@@ -71,6 +85,11 @@ class _Parameterisation:
             out.append(floor + xp.exp(value) if positive else value)
         return out
 
+    def host_gp(self, z, fixed_leaves) -> GaussianProcess:
+        """The GP at ``z`` with NumPy leaves (floats for scalars), compiling nothing; not re-validated."""
+        leaves = self.leaves(np.asarray(z), fixed_leaves, xp=np)
+        return jax.tree_util.tree_unflatten(self.treedef, [_as_python(v) for v in leaves])
+
     def on_log_scale(self) -> np.ndarray:
         """Per entry of the unconstrained vector: is it the log of a positive leaf?"""
         parts = [
@@ -80,19 +99,67 @@ class _Parameterisation:
         ]
         return np.concatenate(parts) if parts else np.zeros(0, bool)
 
-    def __call__(self, z, data):
-        """Negative log marginal likelihood (or, given inducing inputs, Titsias' bound on
-        it) minus the log prior density (in the hyperparameters' own space, so a prior's
-        mode is where it says)."""
-        X, y, mask, fixed_leaves, inducing_points = data
+    def gp(self, z, fixed_leaves) -> tuple[GaussianProcess, list]:
         leaves = self.leaves(z, fixed_leaves)
-        gp = jax.tree_util.tree_unflatten(self.treedef, leaves)
-        log_prior = sum((jnp.sum(prior.log_prob(leaves[i])) for i, prior in self.priors), 0.0)
-        if inducing_points is None:
-            fit = log_marginal_likelihood(gp, X, y, mask)
-        else:  # no padding on this path: mask is all True
-            fit = sparse_log_marginal_likelihood(gp.kernel, gp.noise_variance, gp.mean, X, y, inducing_points)
-        return -(fit + log_prior)
+        return jax.tree_util.tree_unflatten(self.treedef, leaves), leaves
+
+    def log_prior(self, leaves):
+        """In the hyperparameters' own space, so a prior's mode is where it says."""
+        return sum((jnp.sum(prior.log_prob(leaves[i])) for i, prior in self.priors), 0.0)
+
+    def __call__(self, z, data):
+        """Negative log marginal likelihood minus the log prior density, on padded data:
+        ``mask`` marks the real rows."""
+        X, y, mask, fixed_leaves = data
+        gp, leaves = self.gp(z, fixed_leaves)
+        return -(log_marginal_likelihood(gp, X, y, mask) + self.log_prior(leaves))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _exact_parts(parameterisation, z, data):
+    """What an exact evaluation needs compiled: ``K + noise``, ``y - mean`` and the log prior."""
+    X, y, fixed_leaves = data
+    gp, leaves = parameterisation.gp(z, fixed_leaves)
+    return *covariance_and_residual(gp, X, y), parameterisation.log_prior(leaves)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _exact_parts_pullback(parameterisation, z, data, alpha, inverse):
+    """The loss's gradient, given ``alpha = K^-1 r`` and (the lower triangle of) ``K^-1``."""
+    _, pullback = jax.vjp(lambda z: _exact_parts(parameterisation, z, data), z)
+    # loss = -(log N(r | 0, K) + log prior)
+    return pullback((-covariance_cotangent(alpha, inverse), alpha, -jnp.ones(())))[0]
+
+
+def _exact_objective(parameterisation, data):
+    def value_and_grad(z):
+        covariance, residual, log_prior = _exact_parts(parameterisation, z, data)
+        fit = factorise_on_host(covariance, residual)
+        value = -(fit.log_density + float(log_prior))
+        if not np.isfinite(value):
+            return math.inf, np.zeros_like(z)
+        grad = _exact_parts_pullback(parameterisation, z, data, fit.alpha, inverse_on_host(fit.factor))
+        return value, np.asarray(grad)
+
+    return value_and_grad
+
+
+@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(jax.value_and_grad, argnums=1)
+def _sparse_loss(parameterisation, z, data):
+    """Minus Titsias' bound on the log marginal likelihood, minus the log prior."""
+    X, y, fixed_leaves, inducing_points = data
+    gp, leaves = parameterisation.gp(z, fixed_leaves)
+    bound = sparse_log_marginal_likelihood(gp.kernel, gp.noise_variance, gp.mean, X, y, inducing_points)
+    return -(bound + parameterisation.log_prior(leaves))
+
+
+def _sparse_objective(parameterisation, data):
+    def value_and_grad(z):
+        value, grad = _sparse_loss(parameterisation, z, data)
+        return float(value), np.asarray(grad)
+
+    return value_and_grad
 
 
 def fit_gp(
@@ -124,7 +191,7 @@ def fit_gp(
     X, y : arrays (N, D) or (N,), and (N,)
     num_restarts : int
         Starting points: the given hyperparameters, then ``num_restarts - 1`` draws
-        around them (log-normal, one log unit of spread); all run together.
+        around them (log-normal, one log unit of spread), run one after another.
     fixed : tuple of str
         Hyperparameter names (as in ``gp.hyperparameters()``) held at their values.
     max_iter : int
@@ -144,7 +211,10 @@ def fit_gp(
         ``log_prior``, ``restart_losses``, ``best_restart``, ``restarts_converged``,
         ``num_iterations``, ``jitter``, ``near_duplicates``, ``loo_residuals``
         (standardised leave-one-out residuals, N(0, 1) under the model; exact fits
-        only). ``converged`` is the best restart's.
+        only). A restart has converged when L-BFGS stopped on a tolerance (the loss
+        changed by less than 1e-9 relative, or every gradient entry is below 1e-5,
+        scikit-learn's rules), not on ``max_iter`` or a failed line search;
+        ``converged`` is the best restart's.
 
     Examples
     --------
@@ -167,24 +237,38 @@ def fit_gp(
     gp.condition(X, y, inducing_points=inducing_points)
     Z = None if inducing_points is None else jnp.asarray(np.asarray(inducing_points, float).reshape(-1, X.shape[1]))
 
-    fit = fit_hyperparameters(gp, X, y, None, fixed, num_restarts, max_iter, rng_key, progress, inducing_points=Z)
-    fitted = GaussianProcess(fit.gp.kernel, fit.gp.noise_variance, fit.gp.mean, dict(gp.priors))  # validated
+    parameterisation, fixed_leaves, z0 = _parameterise(gp, fixed)
+    if Z is None:
+        objective = _exact_objective(parameterisation, (X, y, fixed_leaves))
+    else:
+        objective = _sparse_objective(parameterisation, (X, y, fixed_leaves, Z))
+    starts = _starting_points(parameterisation, z0, float(np.std(y)), num_restarts, rng_key)
+    runs = [
+        minimize(objective, start, max_iter=max_iter, ftol=_FTOL, gtol=_GTOL, progress=progress, desc=f"fit_gp {i + 1}")
+        for i, start in enumerate(starts)
+    ]
+    losses = np.array([found.value for found in runs])
+    best = _best_restart(losses)
+    fitted = parameterisation.host_gp(runs[best].x, fixed_leaves)
+    fitted = GaussianProcess(fitted.kernel, fitted.noise_variance, fitted.mean, dict(gp.priors))  # validated
     posterior = fitted.condition(X, y, inducing_points=Z)
     exact = {} if Z is not None else {"loo_residuals": posterior.loo_residuals().tolist()}
-    best = fit.best
+    trace = np.full((num_restarts, max(found.n_iter for found in runs)), np.nan)
+    for row, found in zip(trace, runs, strict=True):
+        row[: found.n_iter] = found.trace
     return Result(
         method="fit_gp",
         model=fitted,
         params=fitted.hyperparameters(),
-        trace={"loss": fit.run.trace["loss"]},
-        converged=bool(fit.converged[best]),
+        trace={"loss": trace},
+        converged=runs[best].passed_tests,
         info={
             "log_marginal_likelihood": posterior.log_marginal_likelihood,
-            "log_prior": -float(fit.losses[best]) - posterior.log_marginal_likelihood,
-            "restart_losses": fit.losses.tolist(),
+            "log_prior": -float(losses[best]) - posterior.log_marginal_likelihood,
+            "restart_losses": losses.tolist(),
             "best_restart": best,
-            "restarts_converged": fit.converged.tolist(),
-            "num_iterations": np.asarray(fit.run.n_iter).tolist(),
+            "restarts_converged": [found.passed_tests for found in runs],
+            "num_iterations": [found.n_iter for found in runs],
             "jitter": posterior.jitter,
             "near_duplicates": posterior.near_duplicates,
             "fixed": list(fixed),
@@ -203,18 +287,17 @@ class HyperparameterFit(NamedTuple):
 
 
 def fit_hyperparameters(
-    gp, X, y, mask, fixed, num_restarts, max_iter, rng_key, progress=False, noise_floor=0.0, inducing_points=None
+    gp, X, y, mask, fixed, num_restarts, max_iter, rng_key, progress=False, noise_floor=0.0
 ) -> HyperparameterFit:
-    """The restarts of :func:`fit_gp` on (possibly padded) data; ``mask`` marks real rows
-    (exact fits only: the sparse bound takes no padding)."""
+    """:func:`fit_gp`'s restarts on padded data (``mask`` marks the real rows), as one
+    compiled loop that later calls with the same shapes reuse: the restarts are the
+    chains of the shared driver, stepped one after another inside one program."""
     parameterisation, fixed_leaves, z0 = _parameterise(gp, fixed, noise_floor)
-    if z0.size == 0:
-        raise ValueError("fixed names every hyperparameter: there is nothing to fit")
-    mask = np.ones(y.shape[0], bool) if mask is None else np.asarray(mask)
+    mask = np.asarray(mask)
     y_scale = float(np.std(np.asarray(y)[mask]))
     starts = _starting_points(parameterisation, z0, y_scale, num_restarts, rng_key)
     step = LBFGS(parameterisation)  # a value, not a bound method, so the compiled loop is reused
-    data = (X, y, mask, fixed_leaves, inducing_points)
+    data = (X, y, mask, fixed_leaves)
     state = jax.tree.map(lambda *leaves: np.stack(leaves), *(step.init(z, data) for z in starts))
     out = run(
         step,
@@ -226,14 +309,11 @@ def fit_hyperparameters(
         num_chains=num_restarts,
         sequential_chains=True,  # one factorisation at a time anyway; a converged restart then stops costing
         progress=progress,
-        desc="fit_gp",
+        desc="fit_hyperparameters",
     )
-    losses = np.where(np.isfinite(out.state.value), out.state.value, np.inf)
-    best = int(np.argmin(losses))
-    if not np.isfinite(losses[best]):
-        raise ValueError("the log marginal likelihood is not finite at any restart; check the kernel and the data")
-    leaves = parameterisation.leaves(np.asarray(out.state.z[best]), fixed_leaves, xp=np)
-    best_gp = jax.tree_util.tree_unflatten(parameterisation.treedef, [_as_python(v) for v in leaves])
+    losses = np.asarray(out.state.value)
+    best = _best_restart(losses)
+    best_gp = parameterisation.host_gp(out.state.z[best], fixed_leaves)
     converged = np.asarray(out.state.converged) & ~np.asarray(out.failed)
     return HyperparameterFit(best_gp, best, losses, converged, out)
 
@@ -248,7 +328,7 @@ def sample_hyperparameters(gp, X, y, mask, rng_key, *, num_warmup, num_draws, th
     if without:
         raise ValueError(f"marginalising with NUTS needs a prior on every hyperparameter; {without} have none")
     parameterisation, fixed_leaves, z0 = _parameterise(gp, (), noise_floor)
-    data = (X, y, np.ones(y.shape[0], bool) if mask is None else np.asarray(mask), fixed_leaves, None)
+    data = (X, y, np.ones(y.shape[0], bool) if mask is None else np.asarray(mask), fixed_leaves)
     z, divergent = _nuts(parameterisation, num_warmup, num_draws, thinning, z0, data, as_key(rng_key))
     leaves = jax.vmap(lambda z: parameterisation.leaves(z, fixed_leaves))(z)
     draws = jax.tree_util.tree_unflatten(parameterisation.treedef, [np.asarray(leaf) for leaf in leaves])
@@ -309,7 +389,17 @@ def _parameterise(gp: GaussianProcess, fixed, noise_floor: float = 0.0):
     parameterisation = _Parameterisation(treedef, free, positive, floors, tuple(leaf.shape for leaf in leaves), priors)
     fixed_leaves = tuple(leaf for leaf, is_free in zip(leaves, free, strict=True) if not is_free)
     z0 = parameterisation.to_unconstrained(leaves)
+    if z0.size == 0:
+        raise ValueError("fixed names every hyperparameter: there is nothing to fit")
     return parameterisation, fixed_leaves, z0
+
+
+def _best_restart(losses: np.ndarray) -> int:
+    """The restart with the least loss; a failed restart's loss is inf."""
+    best = int(np.argmin(losses))
+    if not np.isfinite(losses[best]):
+        raise ValueError("the log marginal likelihood is not finite at any restart; check the kernel and the data")
+    return best
 
 
 def _starting_points(parameterisation, z0, y_scale, num_restarts, rng_key):

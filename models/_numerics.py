@@ -7,6 +7,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy.linalg.lapack import dpotrf
 
 
 def is_integer(value) -> bool:
@@ -20,8 +21,8 @@ def is_positive_number(value) -> bool:
 
 
 class CholeskyResult(NamedTuple):
-    factor: jax.Array  # lower-triangular L with L L^T = matrix + jitter * I (NaN if it failed)
-    jitter: jax.Array  # the jitter added to the diagonal; 0.0 when none was needed
+    factor: jax.Array | np.ndarray  # lower-triangular L with L L^T = matrix + jitter * I (NaN if it failed)
+    jitter: jax.Array | float  # the jitter added to the diagonal; 0.0 when none was needed
 
 
 def robust_cholesky(matrix, *, max_tries: int = 8, relative_jitter: float = 1e-10) -> CholeskyResult:
@@ -53,6 +54,22 @@ def robust_cholesky(matrix, *, max_tries: int = 8, relative_jitter: float = 1e-1
     factor, jitter = attempt(0)
     _, factor, jitter = jax.lax.while_loop(failed, retry, (1, factor, jitter))
     return CholeskyResult(factor, jitter)
+
+
+def robust_cholesky_host(matrix: np.ndarray, *, max_tries: int = 8, relative_jitter: float = 1e-10) -> CholeskyResult:
+    """:func:`robust_cholesky` on the host with LAPACK's ``dpotrf``, for one-off factorisations
+    outside compiled programs: the same jitter schedule, NumPy results, nothing to compile.
+    Reads the lower triangle only."""
+    matrix = np.asarray(matrix, dtype=float)
+    scale = max(float(np.mean(np.abs(np.diagonal(matrix)))), np.finfo(float).tiny)
+    for k in range(max_tries + 1):
+        jitter = 0.0 if k == 0 else relative_jitter * scale * 10.0 ** (k - 1)
+        shifted = matrix + jitter * np.eye(matrix.shape[0]) if jitter else matrix
+        factor, info = dpotrf(shifted, lower=1, clean=1)
+        # a NaN or inf entry anywhere reaches the diagonal of the rows after it
+        if info == 0 and np.all(np.isfinite(np.diagonal(factor))):
+            return CholeskyResult(factor, jitter)
+    return CholeskyResult(np.full_like(matrix, np.nan), jitter)
 
 
 def log_normalize(log_weights, axis: int = -1):

@@ -5,7 +5,8 @@ import pytest
 
 from bayeskit.inference import _driver
 from bayeskit.inference._lbfgs import LBFGS
-from bayeskit.models._numerics import log_normalize, robust_cholesky
+from bayeskit.inference._optimize import minimize
+from bayeskit.models._numerics import log_normalize, robust_cholesky, robust_cholesky_host
 
 
 def test_cholesky_of_positive_definite_matrix_adds_no_jitter():
@@ -26,6 +27,20 @@ def test_cholesky_of_singular_matrix_records_the_jitter_it_added():
 def test_cholesky_of_indefinite_matrix_fails_visibly():
     factor, _ = robust_cholesky(np.diag([1.0, -1.0]))
     assert np.isnan(np.asarray(factor)).any()
+
+
+@pytest.mark.parametrize(
+    "matrix",
+    [np.array([[4.0, 1.0], [1.0, 3.0]]), np.outer([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]), np.diag([1.0, -1.0])],
+    ids=["positive-definite", "singular", "indefinite"],
+)
+def test_host_cholesky_follows_the_compiled_one(matrix):
+    ours, compiled = robust_cholesky_host(matrix), robust_cholesky(matrix)
+    assert ours.jitter == pytest.approx(float(compiled.jitter), rel=1e-12)
+    if np.isnan(np.asarray(compiled.factor)).any():  # indefinite at every jitter: both fail visibly
+        assert np.isnan(ours.factor).all()
+    else:
+        np.testing.assert_allclose(ours.factor, np.asarray(compiled.factor), rtol=1e-12, atol=1e-14)
 
 
 def test_log_normalize_matches_direct_computation():
@@ -131,3 +146,24 @@ def test_lbfgs_stops_without_converging_where_no_step_decreases_a_loss_that_is_n
     stalled = _lbfgs_run(lambda z, _: misleading(z), np.ones(2))
     assert bool(stalled.state.done) and not bool(stalled.state.converged)
     np.testing.assert_allclose(stalled.state.z, [1.0, 1.0])  # it never moved
+
+
+def _quadratic_with_a_wall(wall):
+    """(x - 3)^2, not finite beyond ``wall``."""
+
+    def value_and_grad(x):
+        if x[0] > wall:
+            return np.inf, np.full(1, np.nan)
+        return float((x[0] - 3) ** 2), np.array([2 * (x[0] - 3)])
+
+    return value_and_grad
+
+
+def test_host_lbfgs_converges_and_does_not_call_a_stop_at_a_non_finite_value_converged():
+    found = minimize(_quadratic_with_a_wall(np.inf), np.zeros(1), max_iter=50, ftol=1e-12, gtol=1e-8, progress=False)
+    assert found.passed_tests and found.x[0] == pytest.approx(3.0, abs=1e-6)
+    # the minimum lies beyond the wall: SciPy's line search stops at the non-finite values
+    # far from any stationary point (and may report its relative-change test as met)
+    walled = minimize(_quadratic_with_a_wall(2.5), np.zeros(1), max_iter=50, ftol=1e-12, gtol=1e-8, progress=False)
+    assert not walled.passed_tests
+    assert np.isfinite(walled.value) and walled.x[0] <= 2.5 and walled.value == (walled.x[0] - 3) ** 2
