@@ -93,10 +93,12 @@ def check_input_dim(kernel: Kernel, dim: int) -> None:
         value = getattr(kernel, f.name)
         if isinstance(value, Kernel):
             check_input_dim(value, dim)
-        elif f.name == "lengthscale" and is_concrete(value) and np.ndim(value) == 1 and np.size(value) != dim:
+        elif (
+            f.name in ("lengthscale", "period") and is_concrete(value) and np.ndim(value) == 1 and np.size(value) != dim
+        ):
             raise ValueError(
-                f"{type(kernel).__name__}'s lengthscale has {np.size(value)} entries, but the inputs have {dim} "
-                f"column(s): give one lengthscale per column, or a scalar"
+                f"{type(kernel).__name__}'s {f.name} has {np.size(value)} entries, but the inputs have {dim} "
+                f"column(s): give one {f.name} per column, or a scalar"
             )
 
 
@@ -227,8 +229,14 @@ class Matern52(_Stationary):
 @_pytree
 @dataclass(frozen=True)
 class Periodic(Kernel):
-    r"""Periodic (MacKay 1998), :math:`\sigma^2 \exp(-2 \sin^2(\pi d / p) / \ell^2)`, with ``d`` the
-    Euclidean distance (scikit-learn's ``ExpSineSquared``)."""
+    r"""Periodic (MacKay 1998), :math:`\sigma^2 \exp(-2 \sum_d \sin^2(\pi (x_d - x'_d) / p_d) / \ell_d^2)`.
+
+    A product over the input columns of one-dimensional periodic kernels, so positive
+    semi-definite on inputs of any dimension; ``lengthscale`` and ``period`` are scalars
+    or ``(D,)`` arrays. On one column it equals scikit-learn's ``ExpSineSquared``, which
+    takes the sine of the Euclidean distance instead, and whose matrices on two or more
+    columns can have negative eigenvalues (scikit-learn issue 19343).
+    """
 
     lengthscale: float = 1.0
     period: float = 1.0
@@ -236,14 +244,10 @@ class Periodic(Kernel):
 
     def __post_init__(self):
         _check_positive(self, "lengthscale", "period", "variance")
-        for name in ("lengthscale", "period"):  # of the Euclidean distance: one number each
-            if is_concrete(getattr(self, name)) and np.ndim(getattr(self, name)) != 0:
-                raise ValueError(f"Periodic's {name} must be a scalar (the kernel uses the Euclidean distance), "
-                                 f"got {getattr(self, name)!r}")  # fmt: skip
 
     def cross(self, x1, x2):
-        d = _safe_sqrt(_scaled_sq_dist(x1, x2, 1.0))
-        return self.variance * jnp.exp(-2.0 * jnp.sin(jnp.pi * d / self.period) ** 2 / self.lengthscale**2)
+        phase = jnp.pi * (x1[:, None, :] - x2[None, :, :]) / self.period
+        return self.variance * jnp.exp(-2.0 * jnp.sum((jnp.sin(phase) / self.lengthscale) ** 2, axis=-1))
 
     def diag(self, x):
         return _constant_diag(x, self.variance)

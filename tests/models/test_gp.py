@@ -13,7 +13,6 @@ KERNEL_PAIRS = {
     "matern12": (kernels.Matern12(LENGTHSCALE, 1.7), sk.ConstantKernel(1.7) * sk.Matern(LENGTHSCALE, nu=0.5)),
     "matern32": (kernels.Matern32(LENGTHSCALE, 1.7), sk.ConstantKernel(1.7) * sk.Matern(LENGTHSCALE, nu=1.5)),
     "matern52": (kernels.Matern52(LENGTHSCALE, 1.7), sk.ConstantKernel(1.7) * sk.Matern(LENGTHSCALE, nu=2.5)),
-    "periodic": (kernels.Periodic(0.7, 1.3, 2.0), sk.ConstantKernel(2.0) * sk.ExpSineSquared(0.7, 1.3)),
     "linear": (kernels.Linear(2.0), sk.ConstantKernel(2.0) * sk.DotProduct(0.0)),
     "sum_with_white": (
         kernels.Constant(2.0) * kernels.RBF(LENGTHSCALE) + kernels.White(0.3),
@@ -100,7 +99,7 @@ def test_inputs_repeated_five_times_with_tiny_noise_still_predict(data):
         (lambda: kernels.Matern52(lengthscale=np.array([1.0, -1.0])), "lengthscale"),
         (lambda: kernels.Periodic(period=np.nan), "period"),
         (lambda: kernels.RBF(lengthscale=np.ones(0)), "lengthscale"),
-        (lambda: kernels.Periodic(lengthscale=[1.0, 1.0]), "Periodic's lengthscale must be a scalar"),
+        (lambda: kernels.Periodic(lengthscale=[1.0, 0.0]), "lengthscale"),
         (lambda: GaussianProcess(kernels.RBF(), noise_variance=-1.0), "noise_variance"),
         (lambda: GaussianProcess("rbf"), "kernel"),
         (lambda: kernels.RBF() + 1.0, "Constant"),
@@ -125,6 +124,21 @@ def test_bad_data_is_refused(X, y, message):
         GaussianProcess(kernels.RBF()).condition(X, y)
 
 
+def test_periodic_kernel_is_scikit_learns_on_one_column_and_a_product_over_columns(data):
+    X, _, X_new = data
+    ours = kernels.Periodic(0.7, 1.3, 2.0)
+    theirs = sk.ConstantKernel(2.0) * sk.ExpSineSquared(0.7, 1.3)
+    np.testing.assert_allclose(ours(X[:, :1]), theirs(X[:, :1]), atol=1e-12)
+    np.testing.assert_allclose(ours(X[:, :1], X_new[:, :1]), theirs(X[:, :1], X_new[:, :1]), atol=1e-12)
+    # on two columns: the product of one-column kernels, positive semi-definite, where
+    # scikit-learn's Euclidean form has eigenvalues far below zero on the same inputs
+    ard = kernels.Periodic([0.7, 1.1], [1.3, 2.0], 2.0)
+    columns = kernels.Periodic(0.7, 1.3, 2.0)(X[:, :1]) * kernels.Periodic(1.1, 2.0, 1.0)(X[:, 1:])
+    np.testing.assert_allclose(ard(X), columns, atol=1e-12)
+    assert np.linalg.eigvalsh(np.asarray(ard(X))).min() > -1e-10
+    assert np.linalg.eigvalsh(theirs(X)).min() < -1e-3
+
+
 def test_an_ard_lengthscale_needs_one_entry_per_input_column():
     """Two lengthscales on one column would be broadcast (inputs read as two copies) rather than refused."""
     X, y = np.linspace(0, 1, 8), np.zeros(8)
@@ -133,6 +147,8 @@ def test_an_ard_lengthscale_needs_one_entry_per_input_column():
         GaussianProcess(kernels.RBF([1.0, 1.0])).condition(X, y)
     with pytest.raises(ValueError, match=message):
         GaussianProcess(kernels.Constant() * kernels.RBF([1.0, 1.0])).condition(X, y, inducing_points=X[::2])
+    with pytest.raises(ValueError, match=r"Periodic's period has 2 entries"):
+        GaussianProcess(kernels.Periodic(period=[1.0, 2.0])).condition(X, y)
 
 
 def test_per_point_noise_must_match_the_data():
