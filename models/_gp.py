@@ -20,7 +20,7 @@ from jax.scipy.linalg import cho_solve, solve_triangular
 
 from ._keys import as_key
 from ._numerics import is_integer, robust_cholesky, robust_cholesky_host
-from ._pytree import is_concrete, register_dataclass
+from ._pytree import check_real, is_concrete, register_dataclass
 from .kernels import Kernel, check_input_dim
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -63,6 +63,8 @@ class GaussianProcess:
     def __post_init__(self):
         if not isinstance(self.kernel, Kernel):
             raise TypeError(f"kernel must be a bayeskit.models.kernels kernel, got {type(self.kernel).__name__}")
+        check_real("noise_variance", self.noise_variance)
+        check_real("mean", self.mean)
         if is_concrete(self.noise_variance):
             noise = np.asarray(self.noise_variance, dtype=float)
             if noise.ndim > 1 or not np.all(np.isfinite(noise)) or np.any(noise < 0):

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._pytree import is_concrete, register_dataclass
+from ._pytree import check_real, is_concrete, register_dataclass
 
 __all__ = ["Constant", "Kernel", "Linear", "Matern12", "Matern32", "Matern52", "Periodic", "RBF", "White"]
 
@@ -76,6 +76,7 @@ def _check_positive(kernel, *names):
     A list or tuple (an ARD lengthscale) becomes an array, so it is one pytree leaf."""
     for name in names:
         value = getattr(kernel, name)
+        check_real(name, value)
         if isinstance(value, list | tuple):
             value = np.asarray(value, dtype=float)
             object.__setattr__(kernel, name, value)

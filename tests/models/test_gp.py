@@ -110,6 +110,17 @@ def test_bad_hyperparameters_are_refused(make, message):
         make()
 
 
+@pytest.mark.parametrize("value", [None, True, "1.0", 1 + 2j, np.array([True, False])])
+def test_hyperparameters_that_are_not_real_numbers_are_refused(value):
+    # a bool would otherwise be taken as 1, and None or a string fail deep inside a computation
+    with pytest.raises(TypeError, match="lengthscale must be a real number"):
+        kernels.Matern52(lengthscale=value)
+    with pytest.raises(TypeError, match="noise_variance must be a real number"):
+        GaussianProcess(kernels.RBF(), noise_variance=value)
+    with pytest.raises(TypeError, match="mean must be a real number"):
+        GaussianProcess(kernels.RBF(), mean=value)
+
+
 @pytest.mark.parametrize(
     "X, y, message",
     [
