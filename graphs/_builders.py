@@ -4,7 +4,7 @@ import jax
 import numpy as np
 
 from bayeskit.models._keys import as_key
-from bayeskit.models._numerics import is_integer
+from bayeskit.models._numerics import as_real_array, is_integer
 
 from ._factor_graph import FactorGraph
 
@@ -66,7 +66,7 @@ def _grid(n, m, k, states, coupling, field, rng_key, pair, unary) -> FactorGraph
     if not np.isfinite(coupling):
         raise ValueError(f"coupling must be finite, got {coupling}")
     field_shape = (n, m) if states is not None else (n, m, k)
-    field = np.asarray(field, dtype=float)
+    field = as_real_array("field", field)
     if field.shape not in ((), field_shape) or not np.isfinite(field).all():
         raise ValueError(f"field must be a finite scalar or an array of shape {field_shape}, got shape {field.shape}")
     edges = [((i, j), (i, j + 1)) for i in range(n) for j in range(m - 1)]
@@ -150,7 +150,7 @@ def chain(initial, transition, emission=None, observations=None) -> FactorGraph:
 
 
 def _stochastic(name, value, ndim) -> np.ndarray:
-    array = np.asarray(value, dtype=float)
+    array = as_real_array(name, value)
     if array.ndim != ndim or array.size == 0:
         raise ValueError(f"{name} must be a non-empty {ndim}-D array, got shape {array.shape}")
     if not np.isfinite(array).all() or (array < 0).any():

@@ -13,6 +13,8 @@ from numbers import Integral
 import networkx as nx
 import numpy as np
 
+from bayeskit.models._numerics import as_real_array
+
 
 @dataclass(frozen=True, order=True)
 class FactorNode:
@@ -152,7 +154,7 @@ class FactorGraph:
             raise TypeError("pass exactly one of table and log_table")
         shape = tuple(self._variables[v] for v in variables)
         name = "table" if log_table is None else "log_table"
-        values = np.asarray(table if log_table is None else log_table, dtype=float)
+        values = as_real_array(name, table if log_table is None else log_table)
         if values.shape != shape:
             raise ValueError(
                 f"{name} over {variables!r} must have shape {shape} (the cardinalities), got {values.shape}"
@@ -259,7 +261,7 @@ def log_evidence(fg: FrozenFactorGraph, evidence: Mapping | None) -> dict[int, n
                 f"vector of length {card}; got {value!r}"
             )
         else:
-            likelihood = np.asarray(value, dtype=float)
+            likelihood = as_real_array("likelihood", value)
             if (
                 likelihood.shape != (card,)
                 or not np.isfinite(likelihood).all()

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from bayeskit.models import GaussianProcess, kernels
 from bayeskit.models._gp import masked_covariance_and_residual
 from bayeskit.models._keys import as_key
-from bayeskit.models._numerics import robust_cholesky
+from bayeskit.models._numerics import as_real_array, robust_cholesky
 
 from ._gp_fit import fit_hyperparameters, sample_hyperparameters
 from ._result import Result
@@ -168,11 +168,11 @@ class BayesOpt:
         is told as NaN or inf: it is kept in the record, and the surrogate sees it as
         the worst value observed so far, which steers the search away from it.
         """
-        x = np.asarray(x, dtype=float)
+        x = as_real_array("x", x)
         x = x[None] if x.ndim == 1 else x
         if y is None or (isinstance(y, list | tuple) and any(v is None for v in y)):
             raise TypeError("y must be numbers (NaN or inf for a failed evaluation), got None")
-        y = np.atleast_1d(np.asarray(y, dtype=float))
+        y = np.atleast_1d(as_real_array("y", y))
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x must be ({self.dim},) or (n, {self.dim}), got shape {np.shape(x)}")
         if y.shape != (x.shape[0],):
@@ -389,12 +389,12 @@ def bayes_opt(
     if (X_init is None) != (y_init is None):
         raise ValueError("X_init and y_init come together: give both or neither")
     if X_init is not None:
-        X_init = np.asarray(X_init, dtype=float)
+        X_init = as_real_array("X_init", X_init)
         if X_init.ndim == 1 and opt.dim == 1:
             X_init = X_init[:, None]  # n points of a one-dimensional problem
         if X_init.ndim != 2:
             raise ValueError(f"X_init must be (n, {opt.dim}), got shape {X_init.shape}")
-        opt.tell(X_init, np.asarray(y_init, dtype=float).reshape(-1))
+        opt.tell(X_init, as_real_array("y_init", y_init).reshape(-1))
     errors = []
 
     def evaluate(points):
@@ -426,10 +426,7 @@ def bayes_opt(
 
 
 def _check_bounds(bounds) -> np.ndarray:
-    try:
-        bounds = np.asarray(bounds, dtype=float)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"bounds must be a sequence of (low, high) pairs, got {bounds!r}") from error
+    bounds = as_real_array("bounds", bounds)
     if bounds.ndim != 2 or bounds.shape[1] != 2 or bounds.shape[0] == 0:
         raise ValueError(f"bounds must be a sequence of (low, high) pairs, got shape {bounds.shape}")
     if not np.all(np.isfinite(bounds)):

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from bayeskit.models._diffusion import DiffusionModel, TimestepTable
+from bayeskit.models._numerics import as_real_array
 
 from ._checks import plateaued
 from ._driver import run_python
@@ -680,7 +681,7 @@ def _sampler_options(method: str, eta, langevin_steps, snr) -> dict:
 def _check_condition(model: DiffusionModel, condition, num_samples: int):
     if not (isinstance(condition, tuple | list) and len(condition) == 2):
         raise TypeError(f"condition must be a (mask, values) pair, got {type(condition).__name__}")
-    mask, values = np.asarray(condition[0]), np.asarray(condition[1], dtype=float)
+    mask, values = np.asarray(condition[0]), as_real_array("condition's values", condition[1])
     if mask.dtype != bool or mask.shape != (model.dim,):
         raise ValueError(
             f"condition's mask must be a boolean array of shape ({model.dim},), got {mask.dtype} {mask.shape}"
@@ -882,10 +883,7 @@ def log_likelihood(
 def _check_points(name: str, values, dim: int, *, min_rows: int) -> np.ndarray:
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu().numpy()
-    try:
-        array = np.asarray(values, dtype=float)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a numeric array of shape (n, {dim}), got {type(values).__name__}") from None
+    array = as_real_array(name, values)
     if array.ndim != 2 or array.shape[1] != dim:
         raise ValueError(f"{name} must have shape (n, {dim}) for a model of dim={dim}, got {array.shape}")
     if len(array) < min_rows:

@@ -45,6 +45,7 @@ import numpy as np
 from bayeskit.models import GaussianMixture
 from bayeskit.models._keys import as_key
 from bayeskit.models._mixture import INITS
+from bayeskit.models._numerics import as_real_array
 
 from . import _driver
 from ._errors import ConvergenceError
@@ -432,10 +433,7 @@ def _repairs(at_start: np.ndarray, during: np.ndarray) -> list[dict]:
 
 
 def _as_float_matrix(name: str, value) -> np.ndarray:
-    try:
-        array = np.asarray(value, dtype=float)
-    except (TypeError, ValueError) as error:
-        raise TypeError(f"{name} must be a numeric array, got {type(value).__name__}") from error
+    array = as_real_array(name, value)
     if array.ndim != 2:
         raise ValueError(f"{name} must be 2-D (points, dimensions), got shape {array.shape}")
     if array.shape[0] == 0 or array.shape[1] == 0:
@@ -475,7 +473,7 @@ def _check_data(model, x, weights):
     if weights is None:
         weights = np.ones(n)
     else:
-        weights = np.asarray(weights, dtype=float)
+        weights = as_real_array("weights", weights)
         if weights.shape != (n,):
             raise ValueError(f"weights must have shape ({n},) to match x, got {weights.shape}")
         if not np.all(np.isfinite(weights)) or np.any(weights < 0):

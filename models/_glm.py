@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaln, xlogy
 
-from ._numerics import is_positive_number
+from ._numerics import as_real_array, is_positive_number
 
 FAMILIES = ("poisson", "bernoulli", "gaussian", "negative_binomial")
 # the first link is the default: canonical, except for the negative binomial, whose
@@ -161,7 +161,7 @@ class GLM:
         """``y`` as a float array after checking it lies in the family's support."""
         if y is None:
             raise TypeError(f"{name} must be an array of responses, got None")
-        y = np.asarray(y, dtype=float)
+        y = as_real_array(name, y)
         if not np.all(np.isfinite(y)):
             raise ValueError(f"{name} must be finite; found {int(np.sum(~np.isfinite(y)))} NaN or infinite values")
         if self.family in ("poisson", "negative_binomial"):
@@ -175,7 +175,7 @@ class GLM:
     # --- the fitting protocol ---------------------------------------------------------
 
     def linear_problem(self, X, y, *, offset=None, weights=None) -> LinearProblem:
-        X = np.asarray(X, dtype=float)
+        X = as_real_array("X", X)
         if X.ndim == 1:
             X = X[:, None]
         if X.ndim != 2:
@@ -242,7 +242,7 @@ def observation_vector(value, name: str, n: int, default: float, *, nonnegative:
     """A per-observation vector (offset, weights): ``None`` gives ``default`` everywhere."""
     if value is None:
         return np.full(n, default)
-    value = np.asarray(value, dtype=float)
+    value = as_real_array(name, value)
     if value.ndim == 0:
         value = np.full(n, float(value))
     if value.shape != (n,):

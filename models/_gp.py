@@ -19,7 +19,7 @@ import scipy.linalg
 from jax.scipy.linalg import cho_solve, solve_triangular
 
 from ._keys import as_key
-from ._numerics import is_integer, robust_cholesky, robust_cholesky_host
+from ._numerics import as_real_array, is_integer, robust_cholesky, robust_cholesky_host
 from ._pytree import check_real, is_concrete, register_dataclass
 from .kernels import Kernel, check_input_dim
 
@@ -357,7 +357,7 @@ def _broadcasts_to(shape, target) -> bool:
 
 
 def _check_inputs(X, name, dim=None):
-    X = np.asarray(X, dtype=float)
+    X = as_real_array(name, X)
     if X.ndim == 1:
         X = X[:, None]
     if X.ndim != 2 or X.shape[0] == 0:
@@ -371,7 +371,7 @@ def _check_inputs(X, name, dim=None):
 
 def _check_training_data(X, y):
     X = _check_inputs(X, "X")
-    y = np.asarray(y, dtype=float)
+    y = as_real_array("y", y)
     if y.ndim != 1 or y.shape[0] != X.shape[0]:
         raise ValueError(f"y must be 1-D with one value per row of X ({X.shape[0]}), got shape {y.shape}")
     if not np.all(np.isfinite(y)):

@@ -20,6 +20,18 @@ def is_positive_number(value) -> bool:
     return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value) and value > 0
 
 
+def as_real_array(name: str, value) -> np.ndarray:
+    """``value`` as a float array, or a TypeError naming ``name``: complex values are refused,
+    where NumPy's cast would drop the imaginary parts with only a warning."""
+    try:
+        array = np.asarray(value)
+        if not np.iscomplexobj(array):
+            return array.astype(float, copy=False)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{name} must be a real numeric array, got {type(value).__name__}") from error
+    raise TypeError(f"{name} must be real, got complex values")
+
+
 class CholeskyResult(NamedTuple):
     factor: jax.Array | np.ndarray  # lower-triangular L with L L^T = matrix + jitter * I (NaN if it failed)
     jitter: jax.Array | float  # the jitter added to the diagonal; 0.0 when none was needed

@@ -20,13 +20,13 @@ import numpy as np
 from . import bases
 from ._glm import GLM, LinearProblem, observation_vector
 from ._keys import as_key
-from ._numerics import is_integer, is_positive_number
+from ._numerics import as_real_array, is_integer, is_positive_number
 
 _POISSON = GLM("poisson")
 
 
 def _check_stimulus(stimulus, num_bins: int | None = None) -> np.ndarray:
-    stimulus = np.asarray(stimulus, dtype=float)
+    stimulus = as_real_array("stimulus", stimulus)
     stimulus = stimulus[:, None] if stimulus.ndim == 1 else stimulus
     if stimulus.ndim != 2 or stimulus.shape[0] == 0:
         raise ValueError(f"stimulus must have shape (T,) or (T, stim_dim) with T >= 1, got {np.shape(stimulus)}")

@@ -15,7 +15,7 @@ import numpy as np
 import scipy.interpolate
 import scipy.signal
 
-from ._numerics import is_integer, is_positive_number
+from ._numerics import as_real_array, is_integer, is_positive_number
 
 
 @dataclass(frozen=True)
@@ -149,8 +149,8 @@ def convolve(signal, basis, *, first_lag: int = 0) -> np.ndarray:
     -------
     array (T, d, K)
     """
-    matrix = np.asarray(basis.matrix if hasattr(basis, "matrix") else basis, dtype=float)
-    signal = np.asarray(signal, dtype=float)
+    matrix = as_real_array("basis", basis.matrix if hasattr(basis, "matrix") else basis)
+    signal = as_real_array("signal", signal)
     signal = signal[:, None] if signal.ndim == 1 else signal
     if signal.ndim != 2 or matrix.ndim != 2:
         raise ValueError(f"signal must be (T,) or (T, d) and the basis (L, K); got {signal.shape} and {matrix.shape}")

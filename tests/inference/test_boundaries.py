@@ -6,9 +6,13 @@ import numpyro
 import numpyro.distributions as dist
 import pytest
 
+from bayeskit.graphs import FactorGraph
 from bayeskit.inference import (
     Result,
+    bayes_opt,
     diagnose,
+    em,
+    fit_glm,
     laplace,
     map_estimate,
     nuts,
@@ -16,7 +20,7 @@ from bayeskit.inference import (
     prior_predictive,
     svi,
 )
-from bayeskit.models import examples
+from bayeskit.models import GLM, GaussianMixture, GaussianProcess, examples, kernels
 
 X = np.random.default_rng(1).normal(size=(30, 2))
 Y = X @ np.array([1.0, -1.0]) + np.random.default_rng(2).normal(size=30)
@@ -256,3 +260,19 @@ def test_reports_leave_the_users_figures_and_backend_alone(tmp_path):
     assert matplotlib.get_backend() == backend
     assert plt.get_fignums() == [figure.number]
     plt.close(figure)
+
+
+def test_complex_data_is_refused_rather_than_cast_to_its_real_part():
+    z = np.linspace(0, 1, 6) + 1j
+    graph = FactorGraph()
+    graph.add_variable("a", 2)
+    cases = {
+        "X": lambda: GaussianProcess(kernels.RBF()).condition(z, np.zeros(6)),
+        "x": lambda: em(GaussianMixture(2), np.stack([z, z], 1), progress=False),
+        "y": lambda: fit_glm(GLM("gaussian"), np.ones((6, 1)), z, progress=False),
+        "bounds": lambda: bayes_opt(lambda x: 0.0, [(0.0, 1j)], num_iterations=1, progress=False),
+        "table": lambda: graph.add_factor(["a"], table=z[:2]),
+    }
+    for name, call in cases.items():
+        with pytest.raises(TypeError, match=f"{name} must be real, got complex values"):
+            call()
