@@ -19,8 +19,8 @@ import scipy.linalg
 from jax.scipy.linalg import cho_solve, solve_triangular
 
 from ._keys import as_key
-from ._numerics import as_real_array, is_integer, robust_cholesky, robust_cholesky_host
-from ._pytree import check_real, is_concrete, register_dataclass
+from ._numerics import as_real_array, check_real, is_integer, robust_cholesky, robust_cholesky_host
+from ._pytree import is_concrete, register_dataclass
 from .kernels import Kernel, check_input_dim
 
 _LOG_2PI = math.log(2 * math.pi)

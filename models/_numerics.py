@@ -1,7 +1,7 @@
 """Numerical building blocks shared by every model and routine (models never import inference, so they live here)."""
 
 import math
-from numbers import Integral
+from numbers import Integral, Real
 from typing import NamedTuple
 
 import jax
@@ -22,14 +22,30 @@ def is_positive_number(value) -> bool:
 
 def as_real_array(name: str, value) -> np.ndarray:
     """``value`` as a float array, or a TypeError naming ``name``: complex values are refused,
-    where NumPy's cast would drop the imaginary parts with only a warning."""
+    where NumPy's cast would drop the imaginary parts with only a warning, and so are
+    strings, which it would parse."""
     try:
         array = np.asarray(value)
-        if not np.iscomplexobj(array):
-            return array.astype(float, copy=False)
-    except (TypeError, ValueError) as error:
+    except ValueError as error:  # ragged nesting
         raise TypeError(f"{name} must be a real numeric array, got {type(value).__name__}") from error
-    raise TypeError(f"{name} must be real, got complex values")
+    if array.dtype.kind == "c":
+        raise TypeError(f"{name} must be real, got complex values")
+    # an object array (mixed Python numbers) converts only if every entry is a real number: None would become NaN
+    if array.dtype.kind in "biuf" or (array.dtype.kind == "O" and all(isinstance(v, Real) for v in array.flat)):
+        return array.astype(float, copy=False)
+    given = f"an array of {array.dtype}" if isinstance(value, np.ndarray) else type(value).__name__
+    raise TypeError(f"{name} must be a real numeric array, got {given}")
+
+
+def check_real(name: str, value) -> None:
+    """Refuse a user-given hyperparameter that is not a real number or array of them (None, a
+    bool, a string, a complex number), which would otherwise pass as a pytree leaf and fail, or
+    mean something else (``True`` as 1), inside a computation. Tracers pass unchecked."""
+    if isinstance(value, jax.core.Tracer):
+        return
+    if np.asarray(value).dtype.kind == "b":
+        raise TypeError(f"{name} must be a real number or an array of them, got {value!r}")
+    as_real_array(name, value)
 
 
 class CholeskyResult(NamedTuple):

@@ -39,14 +39,3 @@ def is_concrete(value) -> bool:
     return isinstance(value, int | float | np.ndarray | np.number | jax.Array) and not isinstance(
         value, jax.core.Tracer
     )
-
-
-def check_real(name: str, value) -> None:
-    """Refuse a user-given hyperparameter that is not a real number or array (None, a bool,
-    a string, a complex number), which would otherwise pass as a pytree leaf and fail, or
-    silently mean something else (``True`` as 1), inside a computation. Tracers pass."""
-    if isinstance(value, jax.core.Tracer):
-        return
-    numeric = isinstance(value, int | float | np.ndarray | np.number | jax.Array | list | tuple)
-    if isinstance(value, bool | np.bool_) or not numeric or np.asarray(value).dtype.kind not in "iuf":
-        raise TypeError(f"{name} must be a real number or an array of them, got {value!r}")

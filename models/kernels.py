@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._pytree import check_real, is_concrete, register_dataclass
+from ._numerics import check_real
+from ._pytree import is_concrete, register_dataclass
 
 __all__ = ["Constant", "Kernel", "Linear", "Matern12", "Matern32", "Matern52", "Periodic", "RBF", "White"]
 

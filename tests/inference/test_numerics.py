@@ -6,7 +6,7 @@ import pytest
 from bayeskit.inference import _driver
 from bayeskit.inference._lbfgs import LBFGS
 from bayeskit.inference._optimize import minimize
-from bayeskit.models._numerics import log_normalize, robust_cholesky, robust_cholesky_host
+from bayeskit.models._numerics import as_real_array, log_normalize, robust_cholesky, robust_cholesky_host
 
 
 def test_cholesky_of_positive_definite_matrix_adds_no_jitter():
@@ -41,6 +41,22 @@ def test_host_cholesky_follows_the_compiled_one(matrix):
         assert np.isnan(ours.factor).all()
     else:
         np.testing.assert_allclose(ours.factor, np.asarray(compiled.factor), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (None, "real numeric array, got NoneType"),
+        ([1.0, None], "real numeric array, got list"),  # NumPy would make the None a NaN
+        ("1.0", "real numeric array, got str"),  # and parse the string
+        ([[1.0], [2.0, 3.0]], "real numeric array, got list"),
+        (np.array([1.0 + 1e-3j]), "real, got complex values"),
+    ],
+)
+def test_data_that_is_not_real_numbers_is_refused(value, message):
+    with pytest.raises(TypeError, match=f"x must be (a )?{message}"):
+        as_real_array("x", value)
+    assert as_real_array("x", [1, np.float32(2.5), True]).tolist() == [1.0, 2.5, 1.0]
 
 
 def test_log_normalize_matches_direct_computation():

@@ -113,11 +113,11 @@ def test_bad_hyperparameters_are_refused(make, message):
 @pytest.mark.parametrize("value", [None, True, "1.0", 1 + 2j, np.array([True, False])])
 def test_hyperparameters_that_are_not_real_numbers_are_refused(value):
     # a bool would otherwise be taken as 1, and None or a string fail deep inside a computation
-    with pytest.raises(TypeError, match="lengthscale must be a real number"):
+    with pytest.raises(TypeError, match="lengthscale must be (a )?real"):
         kernels.Matern52(lengthscale=value)
-    with pytest.raises(TypeError, match="noise_variance must be a real number"):
+    with pytest.raises(TypeError, match="noise_variance must be (a )?real"):
         GaussianProcess(kernels.RBF(), noise_variance=value)
-    with pytest.raises(TypeError, match="mean must be a real number"):
+    with pytest.raises(TypeError, match="mean must be (a )?real"):
         GaussianProcess(kernels.RBF(), mean=value)
 
 
