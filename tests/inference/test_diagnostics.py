@@ -125,6 +125,9 @@ def test_objective_trace_fails_an_unconverged_optimiser_and_reads_the_elbo_plate
     rising = flat + np.linspace(0, 50, 2000)
     assert diagnose(Result(method="svi", trace={"elbo": flat}))["objective_trace"].status == "ok"
     assert diagnose(Result(method="svi", trace={"elbo": rising}))["objective_trace"].status == "warn"
+    # the ELBO it reports is the mean of the last tenth (as svi's info["final_elbo"]), not one noisy step
+    message = diagnose(Result(method="svi", trace={"elbo": flat}))["objective_trace"].message
+    assert f"mean elbo over the last tenth {np.mean(flat[-200:]):.6g}" in message
 
 
 def test_loo_matches_brute_force_leave_one_out_for_exact_and_approximate_draws():
