@@ -35,7 +35,7 @@ from bayeskit.models._sparse_gp import sparse_log_marginal_likelihood
 
 from ._driver import RunOutput, reported, run
 from ._lbfgs import LBFGS
-from ._optimize import minimize
+from ._optimize import minimize, on_host
 from ._result import Result
 from ._validation import check_positive_int
 
@@ -154,14 +154,6 @@ def _sparse_loss(parameterisation, z, data):
     return -(bound + parameterisation.log_prior(leaves))
 
 
-def _sparse_objective(parameterisation, data):
-    def value_and_grad(z):
-        value, grad = _sparse_loss(parameterisation, z, data)
-        return float(value), np.asarray(grad)
-
-    return value_and_grad
-
-
 def fit_gp(
     gp: GaussianProcess,
     X,
@@ -241,7 +233,7 @@ def fit_gp(
     if Z is None:
         objective = _exact_objective(parameterisation, (X, y, fixed_leaves))
     else:
-        objective = _sparse_objective(parameterisation, (X, y, fixed_leaves, Z))
+        objective = on_host(functools.partial(_sparse_loss, parameterisation, data=(X, y, fixed_leaves, Z)))
     starts = _starting_points(parameterisation, z0, float(np.std(y)), num_restarts, rng_key)
     runs = [
         minimize(objective, start, max_iter=max_iter, ftol=_FTOL, gtol=_GTOL, progress=progress, desc=f"fit_gp {i + 1}")

@@ -37,6 +37,16 @@ class HostRun(NamedTuple):
     passed_tests: bool
 
 
+def on_host(compiled: Callable) -> Callable[..., tuple[float, np.ndarray]]:
+    """A compiled ``value_and_grad`` as the host objective :func:`minimize` takes."""
+
+    def value_and_grad(*args):
+        value, grad = compiled(*args)
+        return float(value), np.asarray(grad, dtype=float)
+
+    return value_and_grad
+
+
 def minimize(
     value_and_grad: Callable[[np.ndarray], tuple[float, np.ndarray]],
     x0,
@@ -105,12 +115,7 @@ def lbfgs(
     allows; ``converged`` is judged afterwards on the gradient, independently of
     why SciPy stopped.
     """
-    compiled = jax.jit(jax.value_and_grad(fun))
-
-    def value_and_grad(x):
-        value, grad = compiled(x)
-        return float(value), np.asarray(grad, dtype=float)
-
+    value_and_grad = on_host(jax.jit(jax.value_and_grad(fun)))
     found = minimize(
         value_and_grad, x0, max_iter=max_iter, ftol=1e-15, gtol=1e-12, memory=20, progress=progress, desc=desc
     )
